@@ -219,9 +219,9 @@ for series in $GUEST_KERNELS; do
     echo "kernel $kver: $times; console log $console"
     if [[ $k_fail -gt 0 ]]; then
         echo "---- tail of $console"
-        tail -n 60 "$console" | tr -d '\r'
+        tail -n 60 "$console" | tr -d '\r' | sed 's/^/| /'
         echo "---- tail of target log $LOGS/target-$kver.log"
-        tail -n 20 "$LOGS/target-$kver.log" 2>/dev/null || true
+        tail -n 20 "$LOGS/target-$kver.log" 2>/dev/null | sed 's/^/| /' || true
         echo "----"
     fi
     echo "$k_pass passed, $k_fail failed"

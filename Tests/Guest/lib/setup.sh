@@ -45,15 +45,28 @@ newest_kernel_package() {
     apt-cache pkgnames linux-image- 2>/dev/null | grep -E "$1" | sort -V | tail -n 1
 }
 
-# fetch_kernel SERIES : unpack the newest linux-image package of SERIES ("6.1" or "6.12") into
-# $GUEST_WORK/kernels/<package>/ (no install on the host) and print that folder.
-fetch_kernel() {
-    local series=$1 regex pkg dir
-    case $series in
-        6.1)  regex='^linux-image-6\.1\.[0-9]+-[0-9]+-amd64$' ;;
-        6.12) regex='^linux-image-6\.12\.[0-9]+\+(deb12|bpo)-amd64$' ;;
-        *) die "unknown kernel series $series" ;;
+# kernel_regex SERIES : package-name pattern of the generic amd64 kernel image of SERIES.
+kernel_regex() {
+    case $1 in
+        6.1)  echo '^linux-image-6\.1\.[0-9]+-[0-9]+-amd64$' ;;
+        6.12) echo '^linux-image-6\.12\.[0-9]+\+(deb12|bpo)-amd64$' ;;
+        *) die "unknown kernel series $1 (known: 6.1 6.12)" ;;
     esac
+}
+
+# fetch_kernel SERIES : print a folder holding the newest linux-image package of SERIES
+# ("6.1" or "6.12") unpacked in root/ (no install on the host). An already unpacked one is
+# reused unless GUEST_REFRESH_KERNELS=1.
+fetch_kernel() {
+    local series=$1 regex pkg dir cached
+    regex=$(kernel_regex "$series")
+    if [[ ${GUEST_REFRESH_KERNELS:-0} != 1 ]]; then
+        cached=$(ls "$GUEST_WORK/kernels" 2>/dev/null | grep -E "$regex" | sort -V | tail -n 1 || true)
+        if [[ -n $cached && -f $GUEST_WORK/kernels/$cached/.unpacked ]]; then
+            echo "$GUEST_WORK/kernels/$cached"
+            return 0
+        fi
+    fi
     [[ $series == 6.12 ]] && ensure_backports_source
     pkg=$(newest_kernel_package "$regex")
     if [[ -z $pkg ]]; then
@@ -65,7 +78,14 @@ fetch_kernel() {
     if [[ ! -f $dir/.unpacked ]]; then
         log "downloading and unpacking $pkg"
         rm -rf "$dir" && mkdir -p "$dir/deb"
-        (cd "$dir/deb" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >&2) || die "apt-get download $pkg failed"
+        if ! (cd "$dir/deb" && apt-get download -qq -o APT::Sandbox::User=root "$pkg" >&2); then
+            # A stale package list names a version the mirror no longer has: refresh, retry.
+            [[ $_apt_updated == 1 ]] && die "apt-get download $pkg failed"
+            apt_update_once
+            rm -rf "$dir"
+            fetch_kernel "$series"
+            return
+        fi
         dpkg -x "$dir"/deb/*.deb "$dir/root" || die "dpkg -x failed for $pkg"
         local ver
         ver=$(kernel_version "$dir")

@@ -1,5 +1,5 @@
 #!/bin/sh
-# Leaves a marker for the host: a 512-byte block with a random text written with O_DIRECT at
+# Leaves a marker for the host (checked as "host-marker" by run.sh): a 512-byte block with a random text written with O_DIRECT at
 # byte offset 128 MiB of the first disk, then a clean logout (the kernel flushes the cache).
 # The HOSTCHECK line tells the harness where to look in the target's backing file.
 . /guest/lib.sh
