@@ -39,4 +39,15 @@ public protocol BlockStore: AnyObject, Sendable {
     func deallocate(at offset: UInt64, length: UInt64) throws(BlockStoreError)
     /// True when `deallocate` really releases space (thin provisioning).
     var supportsDeallocation: Bool { get }
+    /// Provisioning status for GET LBA STATUS (added; has a default implementation below).
+    func provisioningStatus(at offset: UInt64, length: UInt64) -> (mapped: Bool, length: UInt64)
+}
+
+extension BlockStore {
+    /// Provisioning status of the bytes starting at `offset` (GET LBA STATUS): whether they
+    /// are mapped, and how many bytes from `offset` (1…`length`) share that status.
+    /// The default reports everything as mapped.
+    public func provisioningStatus(at offset: UInt64, length: UInt64) -> (mapped: Bool, length: UInt64) {
+        (true, length)
+    }
 }

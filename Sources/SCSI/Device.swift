@@ -1,0 +1,221 @@
+//
+// SCSITargetDevice: the `SCSIDevice` a transport talks to.
+//
+// `prepare` runs the fixed pipeline every command goes through, in this order:
+//   1. decode the LUN; look the CDB up in the command table (20/00 or 24/00 on failure);
+//   2. the usage-mask validator (24/00 with a field pointer);
+//   3. LUN existence (25/00 unless the command is allowed without a LU);
+//   4. a pending unit attention for this I_T nexus (except INQUIRY, REPORT LUNS, REQUEST SENSE);
+//   5. reservation conflicts (RESERVE(6) and persistent reservations);
+//   6. write protection for medium-modifying commands;
+//   7. the handler, which decodes its CDB fields once and either answers at once or hands
+//      `execute` a closure holding the decoded values.
+// Errors thrown anywhere become CHECK CONDITION in `response(for:unit:)`, the one place
+// where sense bytes are encoded.
+//
+import NIOCore
+import Synchronization
+
+public final class SCSITargetDevice: SCSIDevice {
+    public let configuration: TargetDeviceConfiguration
+    let units: [UInt16: LogicalUnit]
+    let sortedLUNs: [UInt16]
+    let table: CommandTable
+    /// Open I_T nexuses with a reference count (a nexus may briefly have two sessions
+    /// during session reinstatement).
+    private let nexuses = Mutex<[NexusKey: Int]>([:])
+
+    /// - Parameters:
+    ///   - configuration: the target and its logical units.
+    ///   - stores: the block store of each logical unit, keyed by LUN. A logical unit
+    ///     without a store is a programming error.
+    public init(configuration: TargetDeviceConfiguration, stores: [UInt16: any BlockStore]) {
+        self.configuration = configuration
+        var units: [UInt16: LogicalUnit] = [:]
+        for lu in configuration.logicalUnits {
+            guard let store = stores[lu.number] else {
+                preconditionFailure("no block store for LUN \(lu.number)")
+            }
+            precondition(units[lu.number] == nil, "LUN \(lu.number) configured twice")
+            units[lu.number] = LogicalUnit(configuration: lu, store: store)
+        }
+        self.units = units
+        self.sortedLUNs = units.keys.sorted()
+        self.table = CommandTable(SCSITargetDevice.commandDescriptors)
+    }
+
+    func unit(_ number: UInt16?) -> LogicalUnit? {
+        number.flatMap { self.units[$0] }
+    }
+
+    // MARK: SCSIDevice
+
+    public func prepare(_ command: SCSICommand) -> PrepareResult {
+        let unit = self.unit(command.lunNumber)
+        do {
+            let descriptor = try self.table.lookup(command.cdb)
+            try descriptor.validate(command.cdb)
+            if unit == nil && !descriptor.flags.contains(.allowedWithoutLogicalUnit) {
+                throw SCSIError.logicalUnitNotSupported
+            }
+            let nexus = NexusKey(command.nexus)
+            self.noteNexus(nexus)
+            if let unit {
+                if !descriptor.flags.contains(.ignoresUnitAttention), let ua = unit.takeUnitAttention(for: nexus) {
+                    throw SCSIError(sense: ua)
+                }
+                if unit.isReserved {
+                    try unit.checkReservationConflict(descriptor, command: command, nexus: nexus)
+                }
+                if descriptor.flags.contains(.writesMedium) && unit.configuration.readOnly {
+                    throw SCSIError.writeProtected
+                }
+                if !descriptor.isOffered(unit.configuration) {
+                    throw descriptor.serviceAction == nil
+                        ? SCSIError.invalidCommandOperationCode : SCSIError.invalidFieldInCDB(byte: 1, bit: 4)
+                }
+            }
+            let context = CommandContext(device: self, unit: unit, command: command)
+            switch try descriptor.handler(context) {
+            case .complete(let reply):
+                return .complete(SCSIResponse(reply))
+            case .execute(let wantsDataOut, let mayBlock, let execution):
+                let dataOutLength = wantsDataOut && command.direction != .toInitiator && command.direction != .none
+                    ? command.expectedDataTransferLength : 0
+                return .ready(PreparedCommand(command: command, dataOutLength: dataOutLength, mayBlock: mayBlock,
+                                              decoded: PreparedExecution(execution: execution)))
+            }
+        } catch {
+            return .complete(self.response(for: error, unit: unit))
+        }
+    }
+
+    public func execute(_ prepared: PreparedCommand, dataOut: ByteBuffer?) -> SCSIResponse {
+        let unit = self.unit(prepared.command.lunNumber)
+        guard let execution = prepared.decoded as? PreparedExecution else {
+            return self.response(for: SCSIError(.hardwareError, .internalTargetFailure), unit: unit)
+        }
+        if prepared.dataOutLength > 0 && (dataOut?.readableBytes ?? 0) < prepared.dataOutLength {
+            return self.response(for: SCSIError.dataPhaseError, unit: unit)
+        }
+        do {
+            return SCSIResponse(try execution.execution(prepared.dataOutLength > 0 ? dataOut : nil))
+        } catch {
+            return self.response(for: error, unit: unit)
+        }
+    }
+
+    /// The one place an error becomes a response: fixed or descriptor format per D_SENSE.
+    func response(for error: any Error, unit: LogicalUnit?) -> SCSIResponse {
+        SCSIError(mapping: error).response(descriptorFormat: unit?.descriptorSense ?? false)
+    }
+
+    public func taskManagement(_ function: TaskManagementFunction, lunField: UInt64,
+                               nexus: ITNexus) -> TaskManagementOutcome {
+        let origin = NexusKey(nexus)
+        switch function {
+        case .abortTask, .abortTaskSet, .clearTaskSet:
+            // The device keeps no task set of its own; the transport aborts its tasks.
+            guard self.unit(SCSICommand.lunNumber(of: lunField)) != nil else { return .lunDoesNotExist }
+            return .functionComplete
+        case .clearACA:
+            return .functionNotSupported
+        case .logicalUnitReset:
+            guard let unit = self.unit(SCSICommand.lunNumber(of: lunField)) else { return .lunDoesNotExist }
+            unit.reset()
+            unit.raiseUnitAttention(.busDeviceResetFunctionOccurred, for: self.openNexuses(except: origin))
+            return .functionComplete
+        case .targetWarmReset, .targetColdReset:
+            let code: AdditionalSenseCode = function == .targetColdReset ? .powerOnOccurred : .scsiBusResetOccurred
+            let others = self.openNexuses(except: origin)
+            for lun in self.sortedLUNs {
+                let unit = self.units[lun]!
+                unit.reset()
+                unit.raiseUnitAttention(code, for: others)
+            }
+            return .functionComplete
+        }
+    }
+
+    public func nexusDidOpen(_ nexus: ITNexus) {
+        let key = NexusKey(nexus)
+        self.nexuses.withLock { $0[key, default: 0] += 1 }
+    }
+
+    public func nexusDidClose(_ nexus: ITNexus) {
+        let key = NexusKey(nexus)
+        let gone = self.nexuses.withLock { open -> Bool in
+            guard let count = open[key] else { return true }
+            if count <= 1 {
+                open[key] = nil
+                return true
+            }
+            open[key] = count - 1
+            return false
+        }
+        guard gone else { return }
+        // I_T nexus loss: its RESERVE(6) reservation and prevent state go, and nothing
+        // queued for it survives (a new login starts clean).
+        for unit in self.units.values {
+            unit.nexusLost(key)
+        }
+    }
+
+    public func lunNumbers(for nexus: ITNexus) -> [UInt16] {
+        self.sortedLUNs
+    }
+
+    // MARK: Nexus bookkeeping
+
+    /// Commands may arrive from a nexus the transport never announced (tests); remember it
+    /// so that later unit attentions reach it.
+    private func noteNexus(_ key: NexusKey) {
+        self.nexuses.withLock { open in
+            if open[key] == nil { open[key] = 1 }
+        }
+    }
+
+    func openNexuses(except excluded: NexusKey?) -> [NexusKey] {
+        self.nexuses.withLock { open in open.keys.filter { $0 != excluded } }
+    }
+}
+
+/// The device-private payload of `PreparedCommand.decoded`.
+struct PreparedExecution: Sendable {
+    let execution: CommandExecution
+}
+
+extension SCSIResponse {
+    init(_ reply: CommandReply) {
+        self.init(status: reply.status, sense: [], dataIn: reply.dataIn, transferLength: reply.transferLength)
+    }
+}
+
+extension SCSICommand {
+    /// `lunNumber` for a bare LUN field (task management).
+    static func lunNumber(of lunField: UInt64) -> UInt16? {
+        SCSICommand(lunField: lunField, cdb: [], expectedDataTransferLength: 0, direction: .none,
+                    nexus: ITNexus(initiatorPortName: "", targetPortName: "", id: 0)).lunNumber
+    }
+}
+
+extension LogicalUnit {
+    /// LOGICAL UNIT RESET / target reset effects on this LU (SAM-5 §6.3.3): the RESERVE(6)
+    /// reservation and medium-removal prevention are cleared and mode parameters return to
+    /// their defaults. Persistent reservations survive.
+    func reset() {
+        self.withReservations { state in
+            state.reservationHolder = nil
+            state.preventingRemoval = []
+        }
+        _ = self.setModeParameters(ModeParameters.defaults(for: self.configuration))
+    }
+
+    func nexusLost(_ key: NexusKey) {
+        self.withReservations { state in
+            if state.reservationHolder == key { state.reservationHolder = nil }
+            state.preventingRemoval.remove(key)
+        }
+        self.discardUnitAttentions(for: key)
+    }
+}
