@@ -1,0 +1,375 @@
+//
+// Target definitions: the TOML files under Targets/ (format in Docs/configuration.md).
+//
+// Parsing collects every problem it finds, each with its key path and, where the source
+// shows it, its line, so that `iscsi-target check-config` can list them all at once.
+//
+import Foundation
+import SCSI
+import TOMLKit
+
+/// One problem in a target definition.
+public struct ConfigurationIssue: Sendable, Equatable, CustomStringConvertible {
+    public var keyPath: String
+    public var line: Int?
+    public var message: String
+
+    public var description: String {
+        if let line { return "line \(line): \(keyPath): \(message)" }
+        return "\(keyPath): \(message)"
+    }
+}
+
+public struct ConfigurationError: Error, CustomStringConvertible {
+    public var issues: [ConfigurationIssue]
+    public var source: String
+    public var description: String {
+        "invalid target definition \(source):\n" + issues.map { "  " + $0.description }.joined(separator: "\n")
+    }
+}
+
+public enum CachePolicy: String, Sendable {
+    /// Writes go to the page cache; FUA and SYNCHRONIZE CACHE flush (WCE=1).
+    case writeBack = "write-back"
+    /// Every write is durable before GOOD (WCE=0).
+    case writeThrough = "write-through"
+}
+
+public struct LUNDefinition: Sendable {
+    public var number: UInt16
+    /// Absolute path of the backing file.
+    public var path: String
+    public var byteCount: UInt64
+    public var blockSize: Int
+    public var cache: CachePolicy
+    public var readOnly: Bool
+    public var thinProvisioned: Bool
+    public var nonRotational: Bool
+    public var vendor: String?
+    public var product: String?
+    public var serialNumber: String?
+}
+
+public struct TargetDefinition: Sendable {
+    public var name: String
+    public var alias: String?
+    public var portalGroupTag: UInt16
+    public var luns: [LUNDefinition]
+}
+
+public struct ServerConfiguration: Sendable {
+    public var listenHost: String
+    public var listenPort: Int
+    /// `host:port` returned as TargetAddress by SendTargets; nil: the connection's local address.
+    public var advertise: String?
+    public var stateDirectory: String
+    public var targets: [TargetDefinition]
+    /// Command window per session (MaxCmdSN - ExpCmdSN + 1).
+    public var commandWindow: Int = 128
+    /// Target NOP-In ping interval in seconds (0 disables).
+    public var nopInterval: Int = 10
+    /// Test-only fault injection (environment ISCSI_TARGET_FAULT=drop-last-data-in).
+    public var faultDropLastDataIn = false
+
+    public static let defaultListen = "127.0.0.1:3260"
+
+    /// Parse `host:port` (IPv6 in brackets). Port 0 asks for an ephemeral port.
+    public static func parseHostPort(_ s: String) -> (String, Int)? {
+        if s.hasPrefix("[") {
+            guard let close = s.firstIndex(of: "]") else { return nil }
+            let host = String(s[s.index(after: s.startIndex)..<close])
+            let rest = s[s.index(after: close)...]
+            guard rest.hasPrefix(":"), let port = Int(rest.dropFirst()), (0...65535).contains(port) else { return nil }
+            return (host, port)
+        }
+        guard let colon = s.lastIndex(of: ":") else { return nil }
+        let host = String(s[..<colon])
+        guard !host.isEmpty, !host.contains(":"), let port = Int(s[s.index(after: colon)...]), (0...65535).contains(port)
+        else { return nil }
+        return (host, port)
+    }
+
+    /// Parse sizes such as `1GiB`, `512MiB`, `4096`, `10G` (binary units).
+    public static func parseSize(_ s: String) -> UInt64? {
+        let t = s.trimmingCharacters(in: .whitespaces)
+        let units: [(String, UInt64)] = [
+            ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10),
+            ("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10), ("B", 1),
+        ]
+        for (suffix, factor) in units where t.hasSuffix(suffix) {
+            guard let n = UInt64(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)) else { return nil }
+            let (v, overflow) = n.multipliedReportingOverflow(by: factor)
+            return overflow ? nil : v
+        }
+        return UInt64(t)
+    }
+
+    /// Validate an iSCSI name (RFC 7143 §4.2.7): iqn., eui. or naa. forms, at most 223 bytes.
+    public static func isValidISCSIName(_ name: String) -> Bool {
+        guard name.utf8.count <= 223, !name.isEmpty else { return false }
+        let lower = name.lowercased()
+        if lower.hasPrefix("iqn.") {
+            // iqn.yyyy-mm.reversed.domain[:anything]
+            let parts = lower.dropFirst(4)
+            guard parts.count >= 8 else { return false }
+            let date = parts.prefix(7)
+            let ok = date.enumerated().allSatisfy { i, c in i == 4 ? c == "-" : c.isNumber }
+            let allowed = CharacterSet.alphanumerics.union(CharacterSet(charactersIn: ".-:"))
+            return ok && lower.unicodeScalars.allSatisfy { allowed.contains($0) }
+        }
+        if lower.hasPrefix("eui.") { return lower.count == 20 && lower.dropFirst(4).allSatisfy(\.isHexDigit) }
+        if lower.hasPrefix("naa.") {
+            let n = lower.count - 4
+            return (n == 16 || n == 32) && lower.dropFirst(4).allSatisfy(\.isHexDigit)
+        }
+        return false
+    }
+
+    /// Load a definition file. `stateDirectory`, `listen` and `advertise` override the file.
+    public static func load(path: String, stateDirectory: String? = nil, listen: String? = nil,
+                            advertise: String? = nil) throws -> ServerConfiguration
+    {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ConfigurationError(issues: [ConfigurationIssue(keyPath: "(file)", line: nil,
+                                                                 message: "cannot read: \(error.localizedDescription)")],
+                                     source: path)
+        }
+        return try parse(toml: text, stateDirectory: stateDirectory, listen: listen, advertise: advertise, source: path)
+    }
+
+    /// Parse a definition. Throws `ConfigurationError` listing every problem.
+    public static func parse(toml: String, stateDirectory: String? = nil, listen: String? = nil,
+                             advertise: String? = nil, source: String = "(string)") throws -> ServerConfiguration
+    {
+        var issues: [ConfigurationIssue] = []
+        let locator = LineLocator(text: toml)
+        let root: TOMLTable
+        do {
+            root = try TOMLTable(string: toml)
+        } catch let error as TOMLParseError {
+            throw ConfigurationError(issues: [ConfigurationIssue(keyPath: "(syntax)", line: error.source.begin.line,
+                                                                 message: error.description)], source: source)
+        }
+        func issue(_ path: String, _ message: String, section: LineLocator.Section = .root, key: String? = nil) {
+            issues.append(ConfigurationIssue(keyPath: path, line: locator.line(section: section, key: key), message: message))
+        }
+        func checkKeys(_ table: TOMLTable, allowed: Set<String>, path: String, section: LineLocator.Section) {
+            for key in table.keys where !allowed.contains(key) {
+                issue(path.isEmpty ? key : "\(path).\(key)", "unknown key", section: section, key: key)
+            }
+        }
+
+        checkKeys(root, allowed: ["server", "target"], path: "", section: .root)
+        let server = root["server"]?.table
+        if root["server"] != nil && server == nil { issue("server", "must be a table") }
+        if let server {
+            checkKeys(server, allowed: ["listen", "advertise", "state_dir", "command_window", "nop_interval"],
+                      path: "server", section: .server)
+        }
+
+        var listenHost = "127.0.0.1", listenPort = 3260
+        let listenText = listen ?? server?["listen"]?.string ?? defaultListen
+        if let (h, p) = parseHostPort(listenText) {
+            listenHost = h
+            listenPort = p
+        } else {
+            issue("server.listen", "expected HOST:PORT, got \"\(listenText)\"", section: .server, key: "listen")
+        }
+        let advertiseText = advertise ?? server?["advertise"]?.string
+        if let a = advertiseText, parseHostPort(a) == nil {
+            issue("server.advertise", "expected HOST:PORT, got \"\(a)\"", section: .server, key: "advertise")
+        }
+        let state = stateDirectory ?? server?["state_dir"]?.string ?? "state"
+        let stateAbsolute = URL(fileURLWithPath: state).standardizedFileURL.path
+        var window = 128
+        if let w = server?["command_window"] {
+            if let n = w.int, (1...4096).contains(n) { window = n } else {
+                issue("server.command_window", "must be an integer from 1 to 4096", section: .server, key: "command_window")
+            }
+        }
+        var nop = 10
+        if let w = server?["nop_interval"] {
+            if let n = w.int, (0...3600).contains(n) { nop = n } else {
+                issue("server.nop_interval", "must be seconds from 0 (off) to 3600", section: .server, key: "nop_interval")
+            }
+        }
+
+        var targets: [TargetDefinition] = []
+        var seenNames: Set<String> = []
+        var seenFiles: [String: String] = [:]
+        let targetArray = root["target"]?.array
+        if root["target"] != nil && targetArray == nil { issue("target", "must be an array of tables ([[target]])") }
+        if targetArray == nil || targetArray!.isEmpty { issue("target", "at least one [[target]] is required") }
+        for (ti, element) in elements(targetArray).enumerated() {
+            let tpath = "target[\(ti)]"
+            let section = LineLocator.Section.target(ti)
+            guard let t = element.table else {
+                issue(tpath, "must be a table", section: section)
+                continue
+            }
+            checkKeys(t, allowed: ["name", "alias", "portal_group", "lun"], path: tpath, section: section)
+            let name = t["name"]?.string ?? ""
+            if name.isEmpty {
+                issue("\(tpath).name", "required", section: section)
+            } else if !isValidISCSIName(name) {
+                issue("\(tpath).name", "\"\(name)\" is not an iSCSI name (iqn.YYYY-MM.domain[:id], eui.<16 hex>, naa.<hex>)",
+                      section: section, key: "name")
+            } else if !seenNames.insert(name.lowercased()).inserted {
+                issue("\(tpath).name", "duplicate target name \"\(name)\"", section: section, key: "name")
+            }
+            var tpgt: UInt16 = 1
+            if let v = t["portal_group"] {
+                if let n = v.int, (1...65535).contains(n) { tpgt = UInt16(n) } else {
+                    issue("\(tpath).portal_group", "must be an integer from 1 to 65535", section: section, key: "portal_group")
+                }
+            }
+            var luns: [LUNDefinition] = []
+            var seenLUNs: Set<UInt16> = []
+            let lunArray = t["lun"]?.array
+            if lunArray == nil || lunArray!.isEmpty { issue("\(tpath).lun", "at least one [[target.lun]] is required", section: section) }
+            for (li, lunElement) in elements(lunArray).enumerated() {
+                let lpath = "\(tpath).lun[\(li)]"
+                let ls = LineLocator.Section.lun(ti, li)
+                guard let l = lunElement.table else {
+                    issue(lpath, "must be a table", section: ls)
+                    continue
+                }
+                checkKeys(l, allowed: ["number", "file", "size", "block_size", "cache", "read_only", "thin",
+                                       "non_rotational", "vendor", "product", "serial"], path: lpath, section: ls)
+                var number: UInt16 = 0
+                if let n = l["number"]?.int, (0...16383).contains(n) {
+                    number = UInt16(n)
+                    if !seenLUNs.insert(number).inserted { issue("\(lpath).number", "duplicate LUN \(n)", section: ls, key: "number") }
+                } else {
+                    issue("\(lpath).number", "required: an integer from 0 to 16383", section: ls, key: "number")
+                }
+                var blockSize = 512
+                if let v = l["block_size"] {
+                    if let n = v.int, [512, 1024, 2048, 4096].contains(n) { blockSize = n } else {
+                        issue("\(lpath).block_size", "must be 512, 1024, 2048 or 4096", section: ls, key: "block_size")
+                    }
+                }
+                var size: UInt64 = 0
+                if let s = l["size"]?.string, let v = parseSize(s) {
+                    size = v
+                } else if let n = l["size"]?.int, n > 0 {
+                    size = UInt64(n)
+                } else {
+                    issue("\(lpath).size", "required: bytes or a size such as \"1GiB\"", section: ls, key: "size")
+                }
+                if size > 0 && (size % UInt64(blockSize) != 0 || size < UInt64(blockSize)) {
+                    issue("\(lpath).size", "must be a positive multiple of the block size (\(blockSize))", section: ls, key: "size")
+                }
+                var path = ""
+                if let f = l["file"]?.string, !f.isEmpty {
+                    path = f.hasPrefix("/") ? f : stateAbsolute + "/" + f
+                    path = URL(fileURLWithPath: path).standardizedFileURL.path
+                    if let other = seenFiles[path] {
+                        issue("\(lpath).file", "backing file already used by \(other)", section: ls, key: "file")
+                    } else {
+                        seenFiles[path] = lpath
+                    }
+                } else {
+                    issue("\(lpath).file", "required: a backing file path (relative to the state directory)", section: ls, key: "file")
+                }
+                var cache = CachePolicy.writeBack
+                if let c = l["cache"] {
+                    if let s = c.string, let p = CachePolicy(rawValue: s) { cache = p } else {
+                        issue("\(lpath).cache", "must be \"write-back\" or \"write-through\"", section: ls, key: "cache")
+                    }
+                }
+                func flag(_ key: String) -> Bool {
+                    guard let v = l[key] else { return false }
+                    guard let b = v.bool else {
+                        issue("\(lpath).\(key)", "must be true or false", section: ls, key: key)
+                        return false
+                    }
+                    return b
+                }
+                func text(_ key: String, max: Int) -> String? {
+                    guard let v = l[key] else { return nil }
+                    guard let s = v.string, s.utf8.count <= max, s.allSatisfy({ $0.isASCII && !$0.isNewline }) else {
+                        issue("\(lpath).\(key)", "must be ASCII text of at most \(max) characters", section: ls, key: key)
+                        return nil
+                    }
+                    return s
+                }
+                luns.append(LUNDefinition(
+                    number: number, path: path, byteCount: size, blockSize: blockSize, cache: cache,
+                    readOnly: flag("read_only"), thinProvisioned: flag("thin"), nonRotational: flag("non_rotational"),
+                    vendor: text("vendor", max: 8), product: text("product", max: 16), serialNumber: text("serial", max: 64)))
+            }
+            targets.append(TargetDefinition(name: name, alias: t["alias"]?.string, portalGroupTag: tpgt,
+                                            luns: luns.sorted { $0.number < $1.number }))
+        }
+        if !issues.isEmpty { throw ConfigurationError(issues: issues, source: source) }
+        var configuration = ServerConfiguration(
+            listenHost: listenHost, listenPort: listenPort, advertise: advertiseText, stateDirectory: stateAbsolute,
+            targets: targets)
+        configuration.commandWindow = window
+        configuration.nopInterval = nop
+        return configuration
+    }
+}
+
+private func elements(_ array: TOMLArray?) -> [any TOMLValueConvertible] {
+    guard let array else { return [] }
+    var out: [any TOMLValueConvertible] = []
+    for element in array { out.append(element) }
+    return out
+}
+
+/// Finds the line of a key in the TOML source, by section (nth [[target]], nth [[target.lun]]).
+struct LineLocator {
+    enum Section { case root, server, target(Int), lun(Int, Int) }
+    let lines: [Substring]
+
+    init(text: String) { lines = text.split(separator: "\n", omittingEmptySubsequences: false) }
+
+    private func trimmed(_ i: Int) -> Substring { lines[i].drop(while: { $0 == " " || $0 == "\t" }) }
+
+    /// The line range (0-based, half-open) of a section.
+    private func range(_ section: Section) -> Range<Int>? {
+        func headerLines(_ header: String) -> [Int] { lines.indices.filter { trimmed($0).hasPrefix(header) } }
+        let allHeaders = lines.indices.filter { trimmed($0).hasPrefix("[") }
+        func until(_ start: Int, stopAt: (Int) -> Bool) -> Range<Int> {
+            var end = start + 1
+            while end < lines.count && !stopAt(end) { end += 1 }
+            return start..<end
+        }
+        switch section {
+        case .root:
+            return 0..<(allHeaders.first ?? lines.count)
+        case .server:
+            guard let s = headerLines("[server]").first else { return nil }
+            return until(s) { allHeaders.contains($0) }
+        case .target(let t):
+            let targets = headerLines("[[target]]")
+            guard t < targets.count else { return nil }
+            return until(targets[t]) { allHeaders.contains($0) }
+        case .lun(let t, let l):
+            let targets = headerLines("[[target]]")
+            guard t < targets.count else { return nil }
+            let next = t + 1 < targets.count ? targets[t + 1] : lines.count
+            let luns = headerLines("[[target.lun]]").filter { $0 > targets[t] && $0 < next }
+            guard l < luns.count else { return nil }
+            return until(luns[l]) { allHeaders.contains($0) }
+        }
+    }
+
+    /// 1-based line of `key` in `section`, or of the section header.
+    func line(section: Section, key: String?) -> Int? {
+        guard let r = range(section) else { return nil }
+        if let key {
+            for i in r where trimmed(i).hasPrefix(key) {
+                let rest = trimmed(i).dropFirst(key.count).drop(while: { $0 == " " })
+                if rest.hasPrefix("=") { return i + 1 }
+            }
+        }
+        if case .root = section { return nil }
+        return r.lowerBound + 1
+    }
+}

@@ -1,0 +1,360 @@
+//
+// One TCP connection: frames PDUs, feeds them to the login and session state machines,
+// and carries out the actions they return (write PDUs, run commands, arm the one timer,
+// close). All of its state lives on the channel's event loop.
+//
+import ISCSIEngine
+import ISCSIWire
+import Logging
+import NIOCore
+import SCSI
+
+final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private enum State {
+        case login(LoginStateMachine)
+        case fullFeature(SessionStateMachine, Session)
+        case closed
+    }
+
+    /// What a logged-in session holds besides its state machine.
+    private struct Session {
+        var tsih: UInt16
+        var device: SCSITargetDevice?
+        var nexus: ITNexus?
+    }
+
+    private let context: TargetContext
+    private var state: State
+    private var framer = PDUFramer()
+    private var writer = PDUWriter()
+    private var inbound: ByteBuffer?
+    private var needsFlush = false
+    private var timer: Scheduled<Void>?
+    private var timerDeadline: NIODeadline?
+    private var logger: Logger
+    private weak var channelContext: ChannelHandlerContext?
+
+    init(context: TargetContext) {
+        self.context = context
+        self.state = .login(LoginStateMachine(directory: context.directory, limits: Self.limits(context)))
+        self.logger = context.logger
+    }
+
+    static func limits(_ context: TargetContext) -> TargetNegotiationLimits {
+        TargetNegotiationLimits()
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        channelContext = context
+        if let remote = context.channel.remoteAddress { logger[metadataKey: "iscsi.peer"] = "\(remote)" }
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        logger.debug("connection opened")
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var bytes = unwrapInboundIn(data)
+        if inbound == nil || inbound!.readableBytes == 0 {
+            inbound = bytes
+        } else {
+            inbound!.writeBuffer(&bytes)
+        }
+        processInbound(context: context)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        flushIfNeeded(context: context)
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        teardown()
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        logger.debug("connection error", metadata: ["error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    private func teardown() {
+        timer?.cancel()
+        timer = nil
+        if case .fullFeature(var machine, let session) = state {
+            machine.connectionLost()
+            if let nexus = session.nexus { session.device?.nexusDidClose(nexus) }
+            if let channel = channelContext?.channel { self.context.sessions.remove(tsih: session.tsih, channel: channel) }
+            logger.info("session closed", metadata: ["iscsi.tsih": "\(session.tsih)"])
+        }
+        state = .closed
+    }
+
+    // MARK: Inbound
+
+    private func processInbound(context: ChannelHandlerContext) {
+        while var buffer = inbound, buffer.readableBytes > 0 {
+            if case .closed = state { inbound = nil; return }
+            let pdu: RawPDU?
+            do {
+                pdu = try framer.next(from: &buffer)
+                inbound = buffer
+            } catch {
+                inbound = buffer
+                handleFramingError(error, context: context)
+                continue
+            }
+            guard let pdu else { break }
+            handle(pdu, context: context)
+        }
+        if let b = inbound, b.readableBytes == 0 { inbound = nil } else if inbound != nil { inbound!.discardReadBytes() }
+    }
+
+    private func handleFramingError(_ error: FramingError, context: ChannelHandlerContext) {
+        switch state {
+        case .login, .closed:
+            logger.info("framing error during login", metadata: ["error": "\(error)"])
+            close(context: context)
+        case .fullFeature(var machine, let session):
+            let actions = machine.receiveFramingError(error)
+            state = .fullFeature(machine, session)
+            perform(actions, context: context)
+        }
+    }
+
+    private func handle(_ raw: RawPDU, context: ChannelHandlerContext) {
+        let decoded: InitiatorPDU
+        do {
+            decoded = try InitiatorPDU(decoding: raw)
+        } catch {
+            switch state {
+            case .login, .closed:
+                close(context: context)
+            case .fullFeature(var machine, let session):
+                let actions = machine.receiveMalformed(raw.header, error: error, now: .now())
+                state = .fullFeature(machine, session)
+                perform(actions, context: context)
+            }
+            return
+        }
+        switch state {
+        case .closed:
+            return
+        case .login(var login):
+            guard case .login(let request) = decoded else {
+                // RFC 7143 §6.3: only Login Requests before the full feature phase.
+                logger.info("non-login PDU before login completed")
+                close(context: context)
+                return
+            }
+            let action = login.receive(request)
+            state = .login(login)
+            handleLogin(action, login: login, context: context)
+        case .fullFeature(var machine, let session):
+            let actions = machine.receive(decoded, header: raw.header, now: .now())
+            state = .fullFeature(machine, session)
+            perform(actions, context: context)
+        }
+    }
+
+    // MARK: Login
+
+    private func handleLogin(_ action: LoginAction, login: LoginStateMachine, context: ChannelHandlerContext) {
+        switch action {
+        case .respond(let response):
+            write(.loginResponse(response), context: context)
+        case .fail(let response):
+            logger.info("login failed", metadata: ["iscsi.status": "\(response.status)"])
+            write(.loginResponse(response), context: context)
+            flushIfNeeded(context: context)
+            close(context: context)
+        case .establishSession(let outcome):
+            establish(outcome, login: login, context: context)
+        }
+    }
+
+    private func establish(_ outcome: LoginOutcome, login: LoginStateMachine, context: ChannelHandlerContext) {
+        var login = login
+        let key = SessionRegistry.Key(initiatorName: outcome.initiatorName, isid: outcome.isid,
+                                      targetName: outcome.targetName ?? "")
+        let admission = self.context.sessions.admit(key: key, requestedTSIH: outcome.requestedTSIH, channel: context.channel)
+        guard case .admitted(let tsih, let nexusID, let replacing) = admission else {
+            if case .refused(let status) = admission {
+                let response = login.sessionRefused(status)
+                write(.loginResponse(response), context: context)
+                flushIfNeeded(context: context)
+                close(context: context)
+            }
+            return
+        }
+        if let replacing {
+            logger.info("session reinstatement: closing the previous connection")
+            replacing.close(promise: nil)
+        }
+        var sessionConfiguration = SessionConfiguration(
+            sessionType: outcome.sessionType, parameters: outcome.parameters, targetName: outcome.targetName)
+        sessionConfiguration.commandWindow = self.context.configuration.commandWindow
+        let nop = self.context.configuration.nopInterval
+        sessionConfiguration.nopInInterval = nop > 0 ? .seconds(Int64(nop)) : nil
+        sessionConfiguration.nopInTimeout = .seconds(Int64(max(nop, 5) + 5))
+        sessionConfiguration.discoveryRecords = self.context.discoveryRecords(localAddress: context.channel.localAddress)
+        sessionConfiguration.faultDropLastDataIn = self.context.configuration.faultDropLastDataIn
+
+        var session = Session(tsih: tsih, device: nil, nexus: nil)
+        let port: any CommandPort
+        if outcome.sessionType == .normal, let name = outcome.targetName, let device = self.context.devices[name],
+           let target = self.context.configuration.targets.first(where: { $0.name == name })
+        {
+            let isidHex = String(outcome.isid, radix: 16)
+            let nexus = ITNexus(
+                initiatorPortName: "\(outcome.initiatorName),i,0x\(String(repeating: "0", count: max(0, 12 - isidHex.count)))\(isidHex)",
+                targetPortName: device.configuration.targetPortName, id: nexusID, relativeTargetPort: target.portalGroupTag)
+            device.nexusDidOpen(nexus)
+            session.device = device
+            session.nexus = nexus
+            port = DevicePort(device: device, nexus: nexus)
+        } else {
+            port = NoDevicePort()
+        }
+        let machine = SessionStateMachine(
+            configuration: sessionConfiguration, port: port, expCmdSN: outcome.expCmdSN, statSN: outcome.statSN &+ 1,
+            now: .now())
+        let response = login.sessionEstablished(tsih: tsih, maxCmdSN: machine.maxCmdSN)
+        write(.loginResponse(response), context: context)
+        // Digests and our receive limit apply from the first PDU after the final Login Response.
+        writer.digests = DigestSettings(header: outcome.parameters.headerDigest, data: outcome.parameters.dataDigest)
+        framer.digests = writer.digests
+        framer.maxDataSegmentLength = outcome.parameters.maxRecvDataSegmentLength
+        state = .fullFeature(machine, session)
+        logger[metadataKey: "iscsi.tsih"] = "\(tsih)"
+        logger.info("session established", metadata: [
+            "iscsi.initiator": "\(outcome.initiatorName)",
+            "iscsi.target": "\(outcome.targetName ?? "(discovery)")",
+            "iscsi.digests": "\(outcome.parameters.headerDigest ? "H" : "-")\(outcome.parameters.dataDigest ? "D" : "-")",
+            "iscsi.mrdsl": "\(outcome.parameters.maxXmitDataSegmentLength)",
+        ])
+        armTimer(context: context)
+    }
+
+    // MARK: Actions
+
+    private func perform(_ actions: [SessionAction], context: ChannelHandlerContext) {
+        for action in actions {
+            switch action {
+            case .send(let pdu):
+                write(pdu, context: context)
+            case .execute(let itt, let token, let dataOut):
+                execute(itt: itt, token: token, dataOut: dataOut, context: context)
+            case .loggedOut:
+                logger.info("logout")
+            case .close(let reason):
+                if reason != .logout { logger.info("closing connection", metadata: ["reason": "\(reason)"]) }
+                flushIfNeeded(context: context)
+                close(context: context)
+                return
+            }
+        }
+        armTimer(context: context)
+    }
+
+    private func execute(itt: UInt32, token: any Sendable, dataOut: ByteBuffer?, context: ChannelHandlerContext) {
+        guard case .fullFeature(_, let session) = state, let device = session.device,
+              let prepared = token as? PreparedCommand
+        else { return }
+        if !prepared.mayBlock {
+            let response = device.execute(prepared, dataOut: dataOut)
+            complete(itt: itt, response: response, context: context)
+            return
+        }
+        let loop = context.eventLoop
+        let future = self.context.threadPool.runIfActive(eventLoop: loop) {
+            device.execute(prepared, dataOut: dataOut)
+        }
+        let boxed = NIOLoopBound((self, context), eventLoop: loop)
+        future.whenComplete { result in
+            let (handler, context) = boxed.value
+            switch result {
+            case .success(let response):
+                handler.complete(itt: itt, response: response, context: context)
+                handler.flushIfNeeded(context: context)
+            case .failure:
+                handler.complete(itt: itt, response: SCSIResponse(status: .busy), context: context)
+                handler.flushIfNeeded(context: context)
+            }
+        }
+    }
+
+    private func complete(itt: UInt32, response: SCSIResponse, context: ChannelHandlerContext) {
+        guard case .fullFeature(var machine, let session) = state else { return }
+        let actions = machine.completed(initiatorTaskTag: itt, result: CommandResult(response))
+        state = .fullFeature(machine, session)
+        perform(actions, context: context)
+    }
+
+    private func write(_ pdu: TargetPDU, context: ChannelHandlerContext) {
+        let (head, data, trailer) = writer.frame(pdu, allocator: context.channel.allocator)
+        context.write(wrapOutboundOut(head), promise: nil)
+        if let data { context.write(wrapOutboundOut(data), promise: nil) }
+        if let trailer { context.write(wrapOutboundOut(trailer), promise: nil) }
+        needsFlush = true
+    }
+
+    private func flushIfNeeded(context: ChannelHandlerContext) {
+        if needsFlush {
+            needsFlush = false
+            context.flush()
+        }
+    }
+
+    private func close(context: ChannelHandlerContext) {
+        flushIfNeeded(context: context)
+        teardown()
+        context.close(promise: nil)
+    }
+
+    // MARK: Timer
+
+    private func armTimer(context: ChannelHandlerContext) {
+        guard case .fullFeature(let machine, _) = state, let deadline = machine.nextDeadline else {
+            timer?.cancel()
+            timer = nil
+            timerDeadline = nil
+            return
+        }
+        if timerDeadline == deadline, timer != nil { return }
+        timer?.cancel()
+        timerDeadline = deadline
+        let boxed = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        timer = context.eventLoop.scheduleTask(deadline: deadline) {
+            let (handler, context) = boxed.value
+            handler.timerFired(context: context)
+        }
+    }
+
+    private func timerFired(context: ChannelHandlerContext) {
+        timer = nil
+        timerDeadline = nil
+        guard case .fullFeature(var machine, let session) = state else { return }
+        let actions = machine.tick(now: .now())
+        state = .fullFeature(machine, session)
+        perform(actions, context: context)
+        flushIfNeeded(context: context)
+    }
+}
+
+/// The port of a discovery session: it carries no SCSI commands.
+struct NoDevicePort: CommandPort {
+    func admit(_ command: SCSICommandRequest) -> CommandDisposition {
+        // Sense: ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED.
+        var sense = [UInt8](repeating: 0, count: 18)
+        sense[0] = 0x70; sense[2] = 0x05; sense[7] = 10; sense[12] = 0x25
+        return .complete(CommandResult(status: 0x02, sense: sense))
+    }
+    func taskManagement(_ function: TaskManagementFunctionCode, lun: UInt64) -> TaskManagementResponseCode {
+        .lunDoesNotExist
+    }
+}

@@ -1,0 +1,231 @@
+//
+// The server: binds the portal, opens the LUN files, builds one SCSI device per target
+// and runs one `ConnectionHandler` per TCP connection on SwiftNIO event loops. Block I/O
+// runs on a thread pool, never on an event loop.
+//
+import BlockStores
+import Foundation
+import ISCSIEngine
+import ISCSIWire
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import SCSI
+
+public struct ServerStartError: Error, CustomStringConvertible {
+    public var description: String
+}
+
+/// A running target: what connections share.
+final class TargetContext: Sendable {
+    let configuration: ServerConfiguration
+    let devices: [String: SCSITargetDevice]
+    let directory: LoginDirectory
+    let threadPool: NIOThreadPool
+    let sessions = SessionRegistry()
+    let logger: Logger
+
+    init(configuration: ServerConfiguration, devices: [String: SCSITargetDevice], threadPool: NIOThreadPool,
+         logger: Logger)
+    {
+        self.configuration = configuration
+        self.devices = devices
+        self.threadPool = threadPool
+        self.logger = logger
+        self.directory = LoginDirectory(
+            targets: configuration.targets.map {
+                LoginDirectory.Target(name: $0.name, alias: $0.alias, portalGroupTag: $0.portalGroupTag)
+            },
+            portalGroupTag: configuration.targets.first?.portalGroupTag ?? 1)
+    }
+
+    /// SendTargets records, with the portal address the initiator should use.
+    func discoveryRecords(localAddress: SocketAddress?) -> [SendTargetsRecord] {
+        let address: String
+        if let advertise = configuration.advertise {
+            address = advertise
+        } else if let local = localAddress, let ip = local.ipAddress, let port = local.port {
+            address = local.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+        } else {
+            address = "\(configuration.listenHost):\(configuration.listenPort)"
+        }
+        return configuration.targets.map {
+            SendTargetsRecord(name: $0.name, addresses: ["\(address),\($0.portalGroupTag)"])
+        }
+    }
+}
+
+/// Live sessions: TSIH allocation and session reinstatement (RFC 7143 §6.3.5).
+final class SessionRegistry: Sendable {
+    struct Key: Hashable {
+        var initiatorName: String
+        var isid: UInt64
+        var targetName: String
+    }
+    struct Entry {
+        var key: Key
+        var channel: any Channel
+        var nexusID: UInt64
+    }
+    private struct State {
+        var nextTSIH: UInt16 = 1
+        var nextNexusID: UInt64 = 1
+        var byTSIH: [UInt16: Entry] = [:]
+    }
+    private let state = NIOLockedValueBox(State())
+
+    enum Admission {
+        case admitted(tsih: UInt16, nexusID: UInt64, replacing: (any Channel)?)
+        case refused(LoginStatus)
+    }
+
+    /// Register a session. A new login (TSIH 0) with the ISID of a live session of the same
+    /// initiator and target reinstates it: the old connection is closed.
+    func admit(key: Key, requestedTSIH: UInt16, channel: any Channel) -> Admission {
+        state.withLockedValue { s in
+            var replacing: (any Channel)?
+            var tsih: UInt16 = 0
+            if requestedTSIH != 0 {
+                guard let existing = s.byTSIH[requestedTSIH], existing.key == key else {
+                    return .refused(.sessionDoesNotExist)
+                }
+                replacing = existing.channel
+                tsih = requestedTSIH
+            } else if let (oldTSIH, existing) = s.byTSIH.first(where: { $0.value.key == key }) {
+                replacing = existing.channel
+                s.byTSIH[oldTSIH] = nil
+            }
+            if tsih == 0 {
+                var candidate = s.nextTSIH
+                for _ in 0..<65535 {
+                    if candidate != 0 && s.byTSIH[candidate] == nil { break }
+                    candidate &+= 1
+                }
+                guard s.byTSIH[candidate] == nil, candidate != 0 else { return .refused(.outOfResources) }
+                tsih = candidate
+                s.nextTSIH = candidate &+ 1
+            }
+            let nexusID = s.nextNexusID
+            s.nextNexusID += 1
+            s.byTSIH[tsih] = Entry(key: key, channel: channel, nexusID: nexusID)
+            return .admitted(tsih: tsih, nexusID: nexusID, replacing: replacing)
+        }
+    }
+
+    func remove(tsih: UInt16, channel: any Channel) {
+        state.withLockedValue { s in
+            if let e = s.byTSIH[tsih], e.channel === channel { s.byTSIH[tsih] = nil }
+        }
+    }
+
+    var count: Int { state.withLockedValue { $0.byTSIH.count } }
+
+    func allChannels() -> [any Channel] { state.withLockedValue { $0.byTSIH.values.map(\.channel) } }
+}
+
+/// The iSCSI target server.
+public final class TargetServer: @unchecked Sendable {
+    public let configuration: ServerConfiguration
+    private let logger: Logger
+    private let group: MultiThreadedEventLoopGroup
+    private let threadPool: NIOThreadPool
+    private var channel: (any Channel)?
+    private var context: TargetContext?
+    private let lock = NIOLock()
+    private var stores: [any BlockStore] = []
+
+    public init(configuration: ServerConfiguration, logger: Logger = Logger(label: "iscsi-target")) {
+        self.configuration = configuration
+        self.logger = logger
+        self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(System.coreCount, 1))
+        self.threadPool = NIOThreadPool(numberOfThreads: max(8, System.coreCount * 2))
+    }
+
+    /// The port actually bound (useful with port 0).
+    public var boundPort: Int { lock.withLock { channel?.localAddress?.port ?? 0 } }
+
+    /// Open the LUN files and bind the portal.
+    public func start() async throws {
+        threadPool.start()
+        var devices: [String: SCSITargetDevice] = [:]
+        try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
+        for target in configuration.targets {
+            var units: [LogicalUnitConfiguration] = []
+            var stores: [UInt16: any BlockStore] = [:]
+            for lun in target.luns {
+                let directory = (lun.path as NSString).deletingLastPathComponent
+                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+                let store: FileBlockStore
+                do {
+                    store = try FileBlockStore.open(path: lun.path, byteCount: lun.byteCount, createIfMissing: true,
+                                                    writeThrough: lun.cache == .writeThrough)
+                } catch {
+                    throw ServerStartError(description: "LUN \(lun.number) of \(target.name): \(error)")
+                }
+                stores[lun.number] = store
+                self.stores.append(store)
+                var unit = LogicalUnitConfiguration.derived(
+                    targetName: target.name, number: lun.number, blockSize: lun.blockSize,
+                    blockCount: min(lun.byteCount, store.byteCount) / UInt64(lun.blockSize))
+                unit.writeCacheEnabled = lun.cache == .writeBack
+                unit.readOnly = lun.readOnly
+                unit.thinProvisioned = lun.thinProvisioned
+                unit.nonRotational = lun.nonRotational
+                if let v = lun.vendor { unit.vendor = v }
+                if let p = lun.product { unit.product = p }
+                if let s = lun.serialNumber { unit.serialNumber = s }
+                units.append(unit)
+            }
+            devices[target.name] = SCSITargetDevice(
+                configuration: TargetDeviceConfiguration(targetName: target.name, targetPortGroupTag: target.portalGroupTag,
+                                                         logicalUnits: units),
+                stores: stores)
+        }
+        let context = TargetContext(configuration: configuration, devices: devices, threadPool: threadPool, logger: logger)
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(.maxMessagesPerRead, value: 16)
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 1 << 20))
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ConnectionHandler(context: context))
+                }
+            }
+        let bound: any Channel
+        do {
+            bound = try await bootstrap.bind(host: configuration.listenHost, port: configuration.listenPort).get()
+        } catch {
+            try? await threadPool.shutdownGracefully()
+            throw ServerStartError(description: "cannot listen on \(configuration.listenHost):\(configuration.listenPort): \(error)")
+        }
+        lock.withLock {
+            self.channel = bound
+            self.context = context
+        }
+        logger.info("listening", metadata: [
+            "iscsi.portal": "\(configuration.listenHost):\(bound.localAddress?.port ?? 0)",
+            "iscsi.targets": "\(configuration.targets.map(\.name).joined(separator: ","))",
+        ])
+    }
+
+    /// Wait until the listening channel closes.
+    public func waitUntilClosed() async throws {
+        let c = lock.withLock { channel }
+        try await c?.closeFuture.get()
+    }
+
+    /// Stop accepting, close every session, flush every LUN and release resources.
+    public func stop() async throws {
+        let (c, ctx) = lock.withLock { (channel, context) }
+        try? await c?.close()
+        if let ctx {
+            for session in ctx.sessions.allChannels() { try? await session.close() }
+        }
+        for store in stores { try? store.flush() }
+        try? await threadPool.shutdownGracefully()
+        try await group.shutdownGracefully()
+    }
+}
