@@ -71,7 +71,7 @@ public struct LogicalUnitConfiguration: Sendable, Equatable {
         self.optimalTransferBlocks = optimalTransferBlocks ?? blocksPerMiB
         self.maximumCompareAndWriteBlocks = max(1, maximumCompareAndWriteBlocks)
         self.maximumWriteSameBlocks = maximumWriteSameBlocks ?? UInt64(1024 * blocksPerMiB)
-        self.maximumUnmapBlocks = maximumUnmapBlocks ?? 1024 * blocksPerMiB
+        self.maximumUnmapBlocks = maximumUnmapBlocks ?? (1 << 20)
         self.maximumUnmapDescriptors = maximumUnmapDescriptors
         self.physicalBlockExponent = physicalBlockExponent
         self.thirdPartyCopy = thirdPartyCopy
