@@ -168,11 +168,7 @@ extension SCSITargetDevice {
         { context in
             let unit = context.lu
             let (lba, count) = form.decode(context.cdb)
-            if count == 0 {
-                if lba >= unit.blockCount && !(lba == 0 && unit.blockCount == 0) { throw SCSIError.lbaOutOfRange }
-            } else {
-                try unit.checkRange(lba: lba, count: count)
-            }
+            try unit.checkRange(lba: lba, count: count)
             return .execute(wantsDataOut: false, mayBlock: true) { _ in
                 try unit.store.flush()
                 return .good

@@ -110,9 +110,15 @@ public final class SCSITargetDevice: SCSIDevice {
         SCSIError(mapping: error).response(descriptorFormat: unit?.descriptorSense ?? false)
     }
 
+    /// The unit attention every reset establishes: 29/00 POWER ON, RESET, OR BUS DEVICE RESET
+    /// OCCURRED, for every open I_T nexus of the LU *including* the one that asked for the
+    /// reset. SAM-5 §6.3 establishes the condition for all I_T nexuses; libiscsi's
+    /// MultipathIO.Reset expects it on every path, and its RESERVE(6)/RELEASE(6) helpers
+    /// retry only on 29/00 — hence 29/00 rather than the more specific 29/03.
+    static let resetUnitAttention = AdditionalSenseCode.powerOnResetOrBusDeviceReset
+
     public func taskManagement(_ function: TaskManagementFunction, lunField: UInt64,
                                nexus: ITNexus) -> TaskManagementOutcome {
-        let origin = NexusKey(nexus)
         switch function {
         case .abortTask, .abortTaskSet, .clearTaskSet:
             // The device keeps no task set of its own; the transport aborts its tasks.
@@ -123,15 +129,14 @@ public final class SCSITargetDevice: SCSIDevice {
         case .logicalUnitReset:
             guard let unit = self.unit(SCSICommand.lunNumber(of: lunField)) else { return .lunDoesNotExist }
             unit.reset()
-            unit.raiseUnitAttention(.busDeviceResetFunctionOccurred, for: self.openNexuses(except: origin))
+            unit.raiseUnitAttention(Self.resetUnitAttention, for: self.openNexuses(except: nil))
             return .functionComplete
         case .targetWarmReset, .targetColdReset:
-            let code: AdditionalSenseCode = function == .targetColdReset ? .powerOnOccurred : .scsiBusResetOccurred
-            let others = self.openNexuses(except: origin)
+            let everyone = self.openNexuses(except: nil)
             for lun in self.sortedLUNs {
                 let unit = self.units[lun]!
                 unit.reset()
-                unit.raiseUnitAttention(code, for: others)
+                unit.raiseUnitAttention(Self.resetUnitAttention, for: everyone)
             }
             return .functionComplete
         }

@@ -184,9 +184,11 @@ final class LogicalUnit: Sendable {
     // MARK: Ranges
 
     /// Checks that `count` blocks from `lba` lie inside the medium: LBA OUT OF RANGE otherwise.
+    /// With `count` = 0 an LBA one past the last block is accepted (libiscsi *_0blocks tests
+    /// and UNMAP descriptors expect GOOD there, and OUT OF RANGE beyond it).
     func checkRange(lba: UInt64, count: UInt64) throws(SCSIError) {
         let (end, overflow) = lba.addingReportingOverflow(count)
-        if overflow || end > self.blockCount || lba >= self.blockCount && count > 0 {
+        if overflow || end > self.blockCount {
             throw SCSIError.lbaOutOfRange
         }
     }

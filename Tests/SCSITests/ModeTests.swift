@@ -160,9 +160,17 @@ import Testing
         let second = nexus(2, initiator: "iqn.2026-11.org.example:other")
         harness.device.nexusDidOpen(first)
         harness.device.nexusDidOpen(second)
+        let list = Self.cachingList(wce: false)
+        harness.run([0x15, 0x10, 0, 0, UInt8(list.count), 0], dataOut: list, nexus: first)
         #expect(harness.device.taskManagement(.logicalUnitReset, lunField: 0, nexus: first) == .functionComplete)
+        // Every nexus, the issuer included, sees 29/00 (and only once).
+        #expect(harness.run([0x00, 0, 0, 0, 0, 0], nexus: first).isCheckCondition(0x06, 0x29, 0x00))
         #expect(harness.run([0x00, 0, 0, 0, 0, 0], nexus: first).status == .good)
-        #expect(harness.run([0x00, 0, 0, 0, 0, 0], nexus: second).isCheckCondition(0x06, 0x29, 0x03))
+        #expect(harness.run([0x00, 0, 0, 0, 0, 0], nexus: second).isCheckCondition(0x06, 0x2A, 0x01))
+        #expect(harness.run([0x00, 0, 0, 0, 0, 0], nexus: second).isCheckCondition(0x06, 0x29, 0x00))
+        #expect(harness.run([0x00, 0, 0, 0, 0, 0], nexus: second).status == .good)
+        // Mode parameters are back to their defaults (WCE = 1).
+        #expect(harness.run([0x1A, 0x08, 0x08, 0, 255, 0], nexus: first).data[6] == 0x04)
         #expect(harness.device.taskManagement(.logicalUnitReset, lunField: lunField(7), nexus: first)
             == .lunDoesNotExist)
     }

@@ -72,6 +72,15 @@ import Glibc
         #expect(harness.store.flushCount == 0)
     }
 
+    @Test func zeroBlocksAcceptsLBAAtCapacityButNotBeyond() {
+        let harness = Harness(blockCount: 2048)
+        #expect(harness.run([0x28, 0, 0, 0, 0x08, 0x00, 0, 0, 0, 0], edtl: 0).status == .good)
+        #expect(harness.run([0x28, 0, 0, 0, 0x08, 0x01, 0, 0, 0, 0], edtl: 0).isCheckCondition(0x05, 0x21, 0x00))
+        #expect(harness.run([0x2F, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0], edtl: 0).isCheckCondition(0x05, 0x21, 0x00))
+        #expect(harness.run([0x34, 0, 0x80, 0, 0, 0, 0, 0, 0, 0], edtl: 0).isCheckCondition(0x05, 0x21, 0x00))
+        #expect(harness.run([0x2A, 0, 0x80, 0, 0, 0, 0, 0, 0, 0], dataOut: []).isCheckCondition(0x05, 0x21, 0x00))
+    }
+
     @Test func transferLongerThanBlockLimitsIsInvalidField() {
         let response = Harness(maximumTransferBlocks: 8).run([0x28, 0, 0, 0, 0, 0, 0, 0, 9, 0])
         #expect(response.sense[12...] == [0x24, 0x00, 0, 0xCF, 0x00, 0x07])
