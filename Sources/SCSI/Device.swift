@@ -59,7 +59,11 @@ public final class SCSITargetDevice: SCSIDevice {
                 throw SCSIError.logicalUnitNotSupported
             }
             let nexus = NexusKey(command.nexus)
-            self.noteNexus(nexus)
+            if !descriptor.flags.contains(.readsMedium) && !descriptor.flags.contains(.writesMedium) {
+                // Data commands stay off the device-wide lock; every session starts with
+                // INQUIRY / TEST UNIT READY / REPORT LUNS anyway.
+                self.noteNexus(nexus)
+            }
             if let unit {
                 if !descriptor.flags.contains(.ignoresUnitAttention), let ua = unit.takeUnitAttention(for: nexus) {
                     throw SCSIError(sense: ua)
