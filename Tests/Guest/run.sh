@@ -8,7 +8,7 @@
 #   GUEST_KERNELS=6.12 GUEST_ONLY=discovery-login,disks Tests/Guest/run.sh
 #
 # Installs what it needs with apt-get (run as root on Debian 12); kernels, initramfs and logs
-# live in Tests/Guest/work/ (git-ignored; logs in work/logs/). Prints every RESULT line, then
+# live in Tests/Guest/work/ (git-ignored; logs in work/logs/TARGET/). Prints every RESULT line, then
 # per kernel and in total a line "N passed, N failed". Exit status: 0 all passed, 1 a scenario
 # failed, 2 the harness could not run the suite (no scenario ran).
 #
@@ -40,66 +40,6 @@ source "$GUEST_DIR/lib/initramfs.sh"
 # shellcheck source=lib/target.sh
 source "$GUEST_DIR/lib/target.sh"
 
-GUEST_KERNELS=${GUEST_KERNELS:-6.1 6.12}
-GUEST_TARGET=${GUEST_TARGET:-swift}
-GUEST_CONFIG=${GUEST_CONFIG:-$REPO/Targets/default.toml}
-GUEST_READY_TIMEOUT=${GUEST_READY_TIMEOUT:-300}
-GUEST_SUITE_TIMEOUT=${GUEST_SUITE_TIMEOUT:-900}
-GUEST_SCENARIO_TIMEOUT=${GUEST_SCENARIO_TIMEOUT:-180}
-GUEST_LUN_BYTES=${GUEST_LUN_BYTES:-1073741824}
-GUEST_BLOCK_SIZE=${GUEST_BLOCK_SIZE:-512}
-LOGS=$GUEST_WORK/logs
-
-mkdir -p "$GUEST_WORK" "$LOGS"
-suite_start=$SECONDS
-
-# ---- 1. host tools, target presets ----------------------------------------------------------
-ensure_host_tools
-GUEST_PORT=$(free_port "${GUEST_PORT_BASE:-3262}")
-GUEST_ADVERTISE=10.0.2.2:$GUEST_PORT
-
-case $GUEST_TARGET in
-    swift)
-        GUEST_TARGET_BIN=${GUEST_TARGET_BIN:-$REPO/.build-guest/release/iscsi-target}
-        if [[ -z ${GUEST_TARGET_CMD:-} && ${GUEST_SKIP_BUILD:-0} != 1 ]]; then
-            log "building the target: swift build -c release --scratch-path .build-guest"
-            (cd "$REPO" && swift build -c release --scratch-path .build-guest --product iscsi-target) \
-                > "$LOGS/swift-build.log" 2>&1 || {
-                tail -n 40 "$LOGS/swift-build.log" >&2
-                die "swift build failed (log: $LOGS/swift-build.log)"
-            }
-        fi
-        GUEST_TARGET_CMD=${GUEST_TARGET_CMD:-'exec "$GUEST_TARGET_BIN" serve --config "$GUEST_CONFIG" --listen "127.0.0.1:$GUEST_PORT" --advertise "$GUEST_ADVERTISE" --state-dir "$GUEST_STATE_DIR"'}
-        GUEST_TARGET_IQN=${GUEST_TARGET_IQN:-$(config_iqn "$GUEST_CONFIG")}
-        GUEST_LUNS=${GUEST_LUNS:-$(config_luns "$GUEST_CONFIG")}
-        GUEST_DISCOVERY=${GUEST_DISCOVERY:-advertised}
-        lun_files_default='$(config_lun_files "$GUEST_CONFIG" "$GUEST_STATE_DIR")'
-        ;;
-    tgt)
-        ensure_packages tgt
-        export GUEST_TGT_IQN=${GUEST_TARGET_IQN:-iqn.2024-01.org.guest-suite:tgt}
-        GUEST_TARGET_IQN=$GUEST_TGT_IQN
-        GUEST_TARGET_BIN=$(command -v tgtd)
-        GUEST_TARGET_CMD=${GUEST_TARGET_CMD:-"exec '$GUEST_DIR/lib/tgt-target.sh'"}
-        GUEST_LUNS=${GUEST_LUNS:-1,2}
-        GUEST_DISCOVERY=${GUEST_DISCOVERY:-static}      # tgt advertises its own 127.0.0.1
-        lun_files_default='1=$GUEST_STATE_DIR/tgt-lun1.img 2=$GUEST_STATE_DIR/tgt-lun2.img'
-        ;;
-    *) die "GUEST_TARGET must be swift or tgt" ;;
-esac
-[[ -n $GUEST_TARGET_IQN ]] || die "no target IQN (set GUEST_TARGET_IQN)"
-[[ -n $GUEST_LUNS ]] || die "no LUNs (set GUEST_LUNS)"
-
-# Scenario names, in order (optionally filtered by GUEST_ONLY).
-scenarios=()
-for f in "$GUEST_DIR"/scenarios/[0-9]*.sh; do
-    n=$(basename "$f" .sh); n=${n#*-}
-    if [[ -n ${GUEST_ONLY:-} && ",$GUEST_ONLY," != *",$n,"* ]]; then continue; fi
-    scenarios+=("$n")
-done
-[[ ${#scenarios[@]} -gt 0 ]] || die "no scenario selected"
-
-# ---- 2..4. per kernel: kernel, initramfs, target, boot ----------------------------------------
 # boot_guest VMLINUZ INITRD CONSOLE RESULTS : run one guest; sets boot_status (done | timeout |
 # not-ready | exited) and ready_after (seconds until the ready marker).
 boot_guest() {
@@ -150,89 +90,154 @@ boot_guest() {
     guest_seconds=$((SECONDS - t0))
 }
 
-total_pass=0 total_fail=0 total_ran=0 summary=()
-for series in $GUEST_KERNELS; do
-    k_start=$SECONDS
-    kdir=$(fetch_kernel "$series")
-    kver=$(kernel_version "$kdir")
-    vmlinuz=$(ls "$kdir"/root/boot/vmlinuz-*)
-    initrd=$(build_initramfs "$kdir")
-    console=$LOGS/console-$kver.log
-    results=$LOGS/results-$kver.log
-    GUEST_STATE_DIR=$GUEST_WORK/state/$kver
-    log "kernel $kver: booting guest (initrd $(du -h "$initrd" | cut -f1)), target port $GUEST_PORT"
+main() {
+    GUEST_KERNELS=${GUEST_KERNELS:-6.1 6.12}
+    GUEST_TARGET=${GUEST_TARGET:-swift}
+    GUEST_CONFIG=${GUEST_CONFIG:-$REPO/Targets/default.toml}
+    GUEST_READY_TIMEOUT=${GUEST_READY_TIMEOUT:-300}
+    GUEST_SUITE_TIMEOUT=${GUEST_SUITE_TIMEOUT:-900}
+    GUEST_SCENARIO_TIMEOUT=${GUEST_SCENARIO_TIMEOUT:-180}
+    GUEST_LUN_BYTES=${GUEST_LUN_BYTES:-1073741824}
+    GUEST_BLOCK_SIZE=${GUEST_BLOCK_SIZE:-512}
 
-    boot_status=not-started target_ok=1 target_alive_after=0
-    for attempt in 1 2; do
-        start_target "$LOGS/target-$kver.log" || { target_ok=0; break; }
-        boot_guest "$vmlinuz" "$initrd" "$console" "$results"
-        target_alive_after=0
-        target_alive && target_alive_after=1
-        stop_target
-        [[ $boot_status != not-ready ]] && break
-        log "guest never reached 'harness ready' (attempt $attempt); console tail:"
-        tail -n 30 "$console" >&2
-        cp "$console" "$console.attempt$attempt"
+    # Logs of this run: one folder per target (and fault), overwritten by the next such run.
+    LOGS=$GUEST_WORK/logs/$GUEST_TARGET${ISCSI_TARGET_FAULT:+-$ISCSI_TARGET_FAULT}
+    mkdir -p "$GUEST_WORK" "$LOGS"
+    suite_start=$SECONDS
+
+    # ---- 1. host tools, target presets ----------------------------------------------------------
+    ensure_host_tools
+    GUEST_PORT=$(free_port "${GUEST_PORT_BASE:-3262}")
+    GUEST_ADVERTISE=10.0.2.2:$GUEST_PORT
+
+    case $GUEST_TARGET in
+        swift)
+            GUEST_TARGET_BIN=${GUEST_TARGET_BIN:-$REPO/.build-guest/release/iscsi-target}
+            if [[ -z ${GUEST_TARGET_CMD:-} && ${GUEST_SKIP_BUILD:-0} != 1 ]]; then
+                log "building the target: swift build -c release --scratch-path .build-guest"
+                (cd "$REPO" && swift build -c release --scratch-path .build-guest --product iscsi-target) \
+                    > "$LOGS/swift-build.log" 2>&1 || {
+                    tail -n 40 "$LOGS/swift-build.log" >&2
+                    die "swift build failed (log: $LOGS/swift-build.log)"
+                }
+            fi
+            GUEST_TARGET_CMD=${GUEST_TARGET_CMD:-'exec "$GUEST_TARGET_BIN" serve --config "$GUEST_CONFIG" --listen "127.0.0.1:$GUEST_PORT" --advertise "$GUEST_ADVERTISE" --state-dir "$GUEST_STATE_DIR"'}
+            GUEST_TARGET_IQN=${GUEST_TARGET_IQN:-$(config_iqn "$GUEST_CONFIG")}
+            GUEST_LUNS=${GUEST_LUNS:-$(config_luns "$GUEST_CONFIG")}
+            GUEST_DISCOVERY=${GUEST_DISCOVERY:-advertised}
+            lun_files_default='$(config_lun_files "$GUEST_CONFIG" "$GUEST_STATE_DIR")'
+            ;;
+        tgt)
+            ensure_packages tgt
+            export GUEST_TGT_IQN=${GUEST_TARGET_IQN:-iqn.2024-01.org.guest-suite:tgt}
+            GUEST_TARGET_IQN=$GUEST_TGT_IQN
+            GUEST_TARGET_BIN=$(command -v tgtd)
+            GUEST_TARGET_CMD=${GUEST_TARGET_CMD:-"exec '$GUEST_DIR/lib/tgt-target.sh'"}
+            GUEST_LUNS=${GUEST_LUNS:-1,2}
+            GUEST_DISCOVERY=${GUEST_DISCOVERY:-static}      # tgt advertises its own 127.0.0.1
+            lun_files_default='1=$GUEST_STATE_DIR/tgt-lun1.img 2=$GUEST_STATE_DIR/tgt-lun2.img'
+            ;;
+        *) die "GUEST_TARGET must be swift or tgt" ;;
+    esac
+    [[ -n $GUEST_TARGET_IQN ]] || die "no target IQN (set GUEST_TARGET_IQN)"
+    [[ -n $GUEST_LUNS ]] || die "no LUNs (set GUEST_LUNS)"
+
+    # Scenario names, in order (optionally filtered by GUEST_ONLY).
+    scenarios=()
+    for f in "$GUEST_DIR"/scenarios/[0-9]*.sh; do
+        n=$(basename "$f" .sh); n=${n#*-}
+        if [[ -n ${GUEST_ONLY:-} && ",$GUEST_ONLY," != *",$n,"* ]]; then continue; fi
+        scenarios+=("$n")
     done
+    [[ ${#scenarios[@]} -gt 0 ]] || die "no scenario selected"
 
-    # ---- 5. results --------------------------------------------------------------------------
-    declare -A res=()
-    while IFS= read -r line; do
-        line=${line%$'\r'}
-        [[ $line =~ ^RESULT\ ([^ ]+)\ (PASS|FAIL)(\ (.*))?$ ]] || continue
-        res[${BASH_REMATCH[1]}]="${BASH_REMATCH[2]}${BASH_REMATCH[4]:+ ${BASH_REMATCH[4]}}"
-    done < <(cat "$results" 2>/dev/null)
-    ran=${#res[@]}
-    why="guest stopped ($boot_status) before it reported"
-    [[ $target_ok == 0 ]] && why="target did not start"
-    lines=()
-    for n in "${scenarios[@]}"; do lines+=("$n ${res[$n]:-FAIL no result: $why}"); done
-    if [[ $ran -gt 0 ]]; then
-        # Host side: the target survived the whole boot, and the guest's marker is in the LUN file.
-        if [[ $target_alive_after == 1 ]]; then lines+=("target-alive PASS")
-        else lines+=("target-alive FAIL target process exited during the run (log: $LOGS/target-$kver.log)"); fi
-        hc=$(grep -a '^HOSTCHECK ' "$results" | tr -d '\r' | tail -n 1 || true)
-        files=${GUEST_LUN_FILES:-$(eval "echo \"$lun_files_default\"")}
-        if [[ -n $hc && -n $files ]]; then
-            lun=$(sed -n 's/.* lun=\([0-9]*\).*/\1/p' <<< "$hc")
-            off=$(sed -n 's/.* offset=\([0-9]*\).*/\1/p' <<< "$hc")
-            marker=$(sed -n 's/.* marker=\([^ ]*\).*/\1/p' <<< "$hc")
-            file=""
-            for kv in $files; do [[ ${kv%%=*} == "$lun" ]] && file=${kv#*=}; done
-            if [[ -z $file || ! -f $file ]]; then
-                lines+=("host-marker FAIL no backing file for LUN $lun (looked for '${file:-?}')")
-            elif [[ $(dd if="$file" bs=512 skip=$((off / 512)) count=1 2>/dev/null | head -c ${#marker}) == "$marker" ]]; then
-                lines+=("host-marker PASS")
-            else
-                lines+=("host-marker FAIL marker $marker not at offset $off of $file")
+    # ---- 2..4. per kernel: kernel, initramfs, target, boot ----------------------------------------
+    total_pass=0 total_fail=0 total_ran=0 summary=()
+    for series in $GUEST_KERNELS; do
+        k_start=$SECONDS
+        kdir=$(fetch_kernel "$series")
+        kver=$(kernel_version "$kdir")
+        vmlinuz=$(ls "$kdir"/root/boot/vmlinuz-*)
+        initrd=$(build_initramfs "$kdir")
+        console=$LOGS/console-$kver.log
+        results=$LOGS/results-$kver.log
+        GUEST_STATE_DIR=$GUEST_WORK/state/$kver
+        log "kernel $kver: booting guest (initrd $(du -h "$initrd" | cut -f1)), target port $GUEST_PORT"
+
+        boot_status=not-started target_ok=1 target_alive_after=0
+        for attempt in 1 2; do
+            start_target "$LOGS/target-$kver.log" || { target_ok=0; break; }
+            boot_guest "$vmlinuz" "$initrd" "$console" "$results"
+            target_alive_after=0
+            target_alive && target_alive_after=1
+            stop_target
+            [[ $boot_status != not-ready ]] && break
+            log "guest never reached 'harness ready' (attempt $attempt); console tail:"
+            tail -n 30 "$console" >&2
+            cp "$console" "$console.attempt$attempt"
+        done
+
+        # ---- 5. results --------------------------------------------------------------------------
+        declare -A res=()
+        while IFS= read -r line; do
+            line=${line%$'\r'}
+            [[ $line =~ ^RESULT\ ([^ ]+)\ (PASS|FAIL)(\ (.*))?$ ]] || continue
+            res[${BASH_REMATCH[1]}]="${BASH_REMATCH[2]}${BASH_REMATCH[4]:+ ${BASH_REMATCH[4]}}"
+        done < <(cat "$results" 2>/dev/null)
+        ran=${#res[@]}
+        why="guest stopped ($boot_status) before it reported"
+        [[ $target_ok == 0 ]] && why="target did not start"
+        lines=()
+        for n in "${scenarios[@]}"; do lines+=("$n ${res[$n]:-FAIL no result: $why}"); done
+        if [[ $ran -gt 0 ]]; then
+            # Host side: the target survived the whole boot, and the guest's marker is in the LUN file.
+            if [[ $target_alive_after == 1 ]]; then lines+=("target-alive PASS")
+            else lines+=("target-alive FAIL target process exited during the run (log: $LOGS/target-$kver.log)"); fi
+            hc=$(grep -a '^HOSTCHECK ' "$results" | tr -d '\r' | tail -n 1 || true)
+            files=${GUEST_LUN_FILES:-$(eval "echo \"$lun_files_default\"")}
+            if [[ -n $hc && -n $files ]]; then
+                lun=$(sed -n 's/.* lun=\([0-9]*\).*/\1/p' <<< "$hc")
+                off=$(sed -n 's/.* offset=\([0-9]*\).*/\1/p' <<< "$hc")
+                marker=$(sed -n 's/.* marker=\([^ ]*\).*/\1/p' <<< "$hc")
+                file=""
+                for kv in $files; do [[ ${kv%%=*} == "$lun" ]] && file=${kv#*=}; done
+                if [[ -z $file || ! -f $file ]]; then
+                    lines+=("host-marker FAIL no backing file for LUN $lun (looked for '${file:-?}')")
+                elif [[ $(dd if="$file" bs=512 skip=$((off / 512)) count=1 2>/dev/null | head -c ${#marker}) == "$marker" ]]; then
+                    lines+=("host-marker PASS")
+                else
+                    lines+=("host-marker FAIL marker $marker not at offset $off of $file")
+                fi
             fi
         fi
-    fi
-    k_pass=0 k_fail=0
-    echo "== kernel $kver ($GUEST_TARGET target)"
-    for l in "${lines[@]}"; do
-        echo "RESULT $l"
-        if [[ $l == *" PASS" ]]; then k_pass=$((k_pass + 1)); else k_fail=$((k_fail + 1)); fi
+        k_pass=0 k_fail=0
+        echo "== kernel $kver ($GUEST_TARGET target)"
+        for l in "${lines[@]}"; do
+            echo "RESULT $l"
+            if [[ $l == *" PASS" ]]; then k_pass=$((k_pass + 1)); else k_fail=$((k_fail + 1)); fi
+        done
+        k_time=$((SECONDS - k_start))
+        times="boot to ready ${ready_after:-?}s, guest ${guest_seconds:-?}s, kernel total ${k_time}s"
+        echo "kernel $kver: $times; console log $console"
+        if [[ $k_fail -gt 0 ]]; then
+            echo "---- tail of $console"
+            tail -n 60 "$console" | tr -d '\r' | sed 's/^/| /'
+            echo "---- tail of target log $LOGS/target-$kver.log"
+            tail -n 20 "$LOGS/target-$kver.log" 2>/dev/null | sed 's/^/| /' || true
+            echo "----"
+        fi
+        echo "$k_pass passed, $k_fail failed"
+        summary+=("$kver: $k_pass passed, $k_fail failed; $times")
+        total_pass=$((total_pass + k_pass)); total_fail=$((total_fail + k_fail)); total_ran=$((total_ran + ran))
+        unset res
     done
-    k_time=$((SECONDS - k_start))
-    times="boot to ready ${ready_after:-?}s, guest ${guest_seconds:-?}s, kernel total ${k_time}s"
-    echo "kernel $kver: $times; console log $console"
-    if [[ $k_fail -gt 0 ]]; then
-        echo "---- tail of $console"
-        tail -n 60 "$console" | tr -d '\r' | sed 's/^/| /'
-        echo "---- tail of target log $LOGS/target-$kver.log"
-        tail -n 20 "$LOGS/target-$kver.log" 2>/dev/null | sed 's/^/| /' || true
-        echo "----"
-    fi
-    echo "$k_pass passed, $k_fail failed"
-    summary+=("$kver: $k_pass passed, $k_fail failed; $times")
-    total_pass=$((total_pass + k_pass)); total_fail=$((total_fail + k_fail)); total_ran=$((total_ran + ran))
-    unset res
-done
 
-echo "== summary ($GUEST_TARGET target, $((SECONDS - suite_start))s in all)"
-for s in "${summary[@]}"; do echo "  $s"; done
-echo "$total_pass passed, $total_fail failed"
-[[ $total_ran -gt 0 ]] || { log "no scenario ran"; exit 2; }
-[[ $total_fail == 0 ]] || exit 1
-exit 0
+    echo "== summary ($GUEST_TARGET target, $((SECONDS - suite_start))s in all)"
+    for s in "${summary[@]}"; do echo "  $s"; done
+    echo "$total_pass passed, $total_fail failed"
+    [[ $total_ran -gt 0 ]] || { log "no scenario ran"; exit 2; }
+    [[ $total_fail == 0 ]] || exit 1
+    exit 0
+}
+
+main "$@"

@@ -19,7 +19,7 @@ if [[ -n ${ISCSI_TARGET_FAULT:-} ]]; then
 fi
 tgtd -f -C "$control_port" --iscsi "portal=127.0.0.1:$tgt_port" &
 tgtd_pid=$!
-trap 'kill $tgtd_pid $proxy_pid 2>/dev/null; wait 2>/dev/null; exit 0' TERM INT EXIT
+trap 'kill $tgtd_pid $proxy_pid 2>/dev/null; sleep 1; kill -9 $tgtd_pid $proxy_pid 2>/dev/null; exit 0' TERM INT EXIT
 adm() { tgtadm -C "$control_port" --lld iscsi "$@"; }
 for _ in $(seq 50); do adm --op show --mode target >/dev/null 2>&1 && break; sleep 0.1; done
 adm --op new --mode target --tid 1 -T "$GUEST_TGT_IQN"
