@@ -159,7 +159,7 @@ public final class TargetServer: @unchecked Sendable {
                 let store: FileBlockStore
                 do {
                     store = try FileBlockStore.open(path: lun.path, byteCount: lun.byteCount, createIfMissing: true,
-                                                    writeThrough: lun.cache == .writeThrough)
+                                                    writeThrough: lun.cache == .writeThrough, readOnly: lun.readOnly)
                 } catch {
                     throw ServerStartError(description: "LUN \(lun.number) of \(target.name): \(error)")
                 }
