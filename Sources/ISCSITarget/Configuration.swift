@@ -305,7 +305,9 @@ public struct ServerConfiguration: Sendable {
             targets.append(TargetDefinition(name: name, alias: t["alias"]?.string, portalGroupTag: tpgt,
                                             luns: luns.sorted { $0.number < $1.number }))
         }
-        if !issues.isEmpty { throw ConfigurationError(issues: issues, source: source) }
+        if !issues.isEmpty {
+            throw ConfigurationError(issues: issues.sorted { ($0.line ?? 0) < ($1.line ?? 0) }, source: source)
+        }
         var configuration = ServerConfiguration(
             listenHost: listenHost, listenPort: listenPort, advertise: advertiseText, stateDirectory: stateAbsolute,
             targets: targets)
