@@ -90,3 +90,7 @@ second_lun() { set -- $ISCSI_LUNS; echo "${2:-$1}"; }
 
 # need_session : fail the scenario when no session is up (an earlier scenario failed).
 need_session() { has_session || fail "no iSCSI session (login failed earlier)"; }
+
+# now / since T : guest uptime in seconds, and seconds elapsed since T (one decimal).
+now() { cut -d' ' -f1 /proc/uptime; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }

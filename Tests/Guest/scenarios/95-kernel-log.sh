@@ -1,0 +1,17 @@
+#!/bin/sh
+# The kernel log of the whole boot holds no sign of trouble on the iSCSI path: connection
+# errors, command timeouts and aborts, I/O errors, failed commands, ext4 errors, warnings
+# or oopses. Recoveries the other scenarios did not notice fail here.
+. /guest/lib.sh
+
+TROUBLE='detected conn error|ping timeout|timing out command|session recovery timed out|abort|I/O error'
+TROUBLE="$TROUBLE|FAILED Result|Sense Key|Medium access|offlin|rejected|EXT4-fs error|Buffer I/O"
+TROUBLE="$TROUBLE|BUG:|WARNING:|Call Trace|Oops"
+dmesg > /tmp/dmesg.txt
+if grep -iE "$TROUBLE" /tmp/dmesg.txt > /tmp/trouble.txt; then
+    echo "kernel log lines that indicate trouble:"
+    sed 's/^/  | /' /tmp/trouble.txt | head -n 40
+    fail "$(wc -l < /tmp/trouble.txt) kernel log lines indicate trouble, first: $(head -n 1 /tmp/trouble.txt | tr -s ' ')"
+fi
+note "$(grep -c . /tmp/dmesg.txt) kernel log lines, none indicating trouble"
+pass
