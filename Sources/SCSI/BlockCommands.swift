@@ -321,11 +321,13 @@ extension SCSITargetDevice {
             throw SCSIError.invalidFieldInCDB(byte: 13, bit: 7)
         }
         try unit.checkRange(lba: lba, count: count)
-        guard count > 0 else { return .complete(.good) }
         let half = Int(count) * unit.blockSize
+        // The Data-Out must be exactly verify + write data; this also catches a block count
+        // that wrapped to 0 in the one-byte field while the initiator sends data.
         if context.command.expectedDataTransferLength != 2 * half {
-            throw SCSIError(.illegalRequest, .invalidFieldInCDB)
+            throw SCSIError.invalidFieldInCDB(byte: 13, bit: 7)
         }
+        guard count > 0 else { return .complete(.good) }
         let durable = unit.writeMustBeDurable(forceUnitAccess: forceUnitAccess)
         return .execute(wantsDataOut: true, mayBlock: true) { dataOut in
             guard let dataOut, dataOut.readableBytes >= 2 * half else { throw SCSIError.dataPhaseError }

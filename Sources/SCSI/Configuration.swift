@@ -34,7 +34,7 @@ public struct LogicalUnitConfiguration: Sendable, Equatable {
     public var optimalTransferBlocks: UInt32
     /// VPD 0xB0 MAXIMUM COMPARE AND WRITE LENGTH in logical blocks (1–255).
     public var maximumCompareAndWriteBlocks: UInt8
-    /// VPD 0xB0 MAXIMUM WRITE SAME LENGTH in logical blocks.
+    /// VPD 0xB0 MAXIMUM WRITE SAME LENGTH in logical blocks (default: the maximum transfer length).
     public var maximumWriteSameBlocks: UInt64
     /// VPD 0xB0 MAXIMUM UNMAP LBA COUNT and MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT.
     public var maximumUnmapBlocks: UInt32
@@ -70,7 +70,9 @@ public struct LogicalUnitConfiguration: Sendable, Equatable {
         self.maximumTransferBlocks = maximumTransferBlocks ?? 8 * blocksPerMiB
         self.optimalTransferBlocks = optimalTransferBlocks ?? blocksPerMiB
         self.maximumCompareAndWriteBlocks = max(1, maximumCompareAndWriteBlocks)
-        self.maximumWriteSameBlocks = maximumWriteSameBlocks ?? UInt64(1024 * blocksPerMiB)
+        // Not above the transfer limit: libiscsi's WriteSame*.Unmap writes max_ws_len blocks
+        // with one WRITE(16) before unmapping them.
+        self.maximumWriteSameBlocks = maximumWriteSameBlocks ?? UInt64(self.maximumTransferBlocks)
         self.maximumUnmapBlocks = maximumUnmapBlocks ?? (1 << 20)
         self.maximumUnmapDescriptors = maximumUnmapDescriptors
         self.physicalBlockExponent = physicalBlockExponent

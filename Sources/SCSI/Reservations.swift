@@ -168,6 +168,7 @@ extension SCSITargetDevice {
             let serviceActionKey = list.bigEndian64(at: 8)
             if list[20] & 0x08 != 0 { throw SCSIError.invalidFieldInParameterList(byte: 20, bit: 3) }  // SPEC_I_PT
             if list[20] & 0x04 != 0 { throw SCSIError.invalidFieldInParameterList(byte: 20, bit: 2) }  // ALL_TG_PT
+            if list[20] & 0x01 != 0 { throw SCSIError.invalidFieldInParameterList(byte: 20, bit: 0) }  // APTPL
             var notices: [(AdditionalSenseCode, [NexusKey])] = []
             try unit.withReservations { state in
                 notices = try applyPersistentReserveOut(

@@ -86,7 +86,7 @@ import Testing
         #expect(Array(data[0..<8]) == [0x00, 0xB0, 0x00, 0x3C, 0x01, 255, 0x00, 0x08])
         #expect(Array(data[8..<16]) == be32(16384) + be32(2048))
         #expect(Array(data[20..<28]) == [0, 0, 0, 0, 0, 0, 0, 0])  // not thin: no unmap limits
-        #expect(Array(data[36..<44]) == be64(2048 * 1024))
+        #expect(Array(data[36..<44]) == be64(16384))
     }
 
     @Test func blockLimitsThin() {
