@@ -6,7 +6,7 @@
 
 TROUBLE='detected conn error|ping timeout|timing out command|session recovery timed out|abort|I/O error'
 TROUBLE="$TROUBLE|FAILED Result|Sense Key|Medium access|offlin|rejected|EXT4-fs error|Buffer I/O"
-TROUBLE="$TROUBLE|BUG:|WARNING:|Call Trace|Oops"
+TROUBLE="$TROUBLE|BUG:|WARNING:|Call Trace|Oops:"
 dmesg > /tmp/dmesg.txt
 if grep -iE "$TROUBLE" /tmp/dmesg.txt > /tmp/trouble.txt; then
     echo "kernel log lines that indicate trouble:"
