@@ -33,6 +33,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var inbound: ByteBuffer?
     private var needsFlush = false
     private var timer: Scheduled<Void>?
+    private var blockingWork: BlockingWorkQueue?
     private var timerDeadline: NIODeadline?
     private var logger: Logger
     private weak var channelContext: ChannelHandlerContext?
@@ -85,6 +86,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func teardown() {
         timer?.cancel()
         timer = nil
+        blockingWork = nil  // breaks the queue → handler reference once queued work drains
         if case .fullFeature(var machine, let session) = state {
             machine.connectionLost()
             if let nexus = session.nexus { session.device?.nexusDidClose(nexus) }
@@ -270,22 +272,23 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             complete(itt: itt, response: response, context: context)
             return
         }
-        let loop = context.eventLoop
-        let future = self.context.threadPool.runIfActive(eventLoop: loop) {
+        workQueue(context: context).submit(BlockingWorkQueue.Item(initiatorTaskTag: itt) {
             device.execute(prepared, dataOut: dataOut)
-        }
-        let boxed = NIOLoopBound((self, context), eventLoop: loop)
-        future.whenComplete { result in
+        })
+    }
+
+    private func workQueue(context: ChannelHandlerContext) -> BlockingWorkQueue {
+        if let queue = blockingWork { return queue }
+        let boxed = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        let queue = BlockingWorkQueue(pool: self.context.threadPool, eventLoop: context.eventLoop) { finished in
             let (handler, context) = boxed.value
-            switch result {
-            case .success(let response):
-                handler.complete(itt: itt, response: response, context: context)
-                handler.flushIfNeeded(context: context)
-            case .failure:
-                handler.complete(itt: itt, response: SCSIResponse(status: .busy), context: context)
-                handler.flushIfNeeded(context: context)
+            for item in finished {
+                handler.complete(itt: item.initiatorTaskTag, response: item.response, context: context)
             }
+            handler.flushIfNeeded(context: context)
         }
+        blockingWork = queue
+        return queue
     }
 
     private func complete(itt: UInt32, response: SCSIResponse, context: ChannelHandlerContext) {

@@ -1,0 +1,96 @@
+//
+// Runs a connection's blocking commands (storage I/O) on the shared thread pool, in
+// batches: one pool wake-up drains every command queued meanwhile, and completions go
+// back to the event loop a batch at a time. Waking a pool thread per command costs more
+// than a page-cache read, so batching is what keeps the event loop free at high IOPS.
+// Up to `maximumWorkers` drains run at once per connection, so slow storage still
+// sees parallel requests.
+//
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import SCSI
+
+final class BlockingWorkQueue: @unchecked Sendable {
+    struct Item {
+        var initiatorTaskTag: UInt32
+        var run: @Sendable () -> SCSIResponse
+    }
+    typealias Completion = (initiatorTaskTag: UInt32, response: SCSIResponse)
+
+    private let lock = NIOLock()
+    private var pending = CircularBuffer<Item>()
+    private var activeWorkers = 0
+    private let maximumWorkers: Int
+    private let batchSize = 16
+    private let pool: NIOThreadPool
+    private let eventLoop: any EventLoop
+    /// Called on the event loop with finished commands.
+    private let deliver: @Sendable ([Completion]) -> Void
+
+    init(pool: NIOThreadPool, eventLoop: any EventLoop, maximumWorkers: Int = 4,
+         deliver: @escaping @Sendable ([Completion]) -> Void)
+    {
+        self.pool = pool
+        self.eventLoop = eventLoop
+        self.maximumWorkers = maximumWorkers
+        self.deliver = deliver
+    }
+
+    func submit(_ item: Item) {
+        let startWorker: Bool = lock.withLock {
+            pending.append(item)
+            // A new worker when none runs, or when the backlog outgrows the running ones.
+            if activeWorkers == 0 || (activeWorkers < maximumWorkers && pending.count > 2 * activeWorkers) {
+                activeWorkers += 1
+                return true
+            }
+            return false
+        }
+        if startWorker {
+            pool.submit { [self] state in
+                guard case .active = state else {
+                    self.failAll()
+                    return
+                }
+                self.drain()
+            }
+        }
+    }
+
+    private func drain() {
+        var finished: [Completion] = []
+        finished.reserveCapacity(batchSize)
+        while true {
+            let next: Item? = lock.withLock {
+                if let item = pending.popFirst() { return item }
+                activeWorkers -= 1
+                return nil
+            }
+            guard let item = next else { break }
+            finished.append((item.initiatorTaskTag, item.run()))
+            if finished.count >= batchSize {
+                hand(finished)
+                finished.removeAll(keepingCapacity: true)
+            }
+        }
+        hand(finished)
+    }
+
+    private func hand(_ finished: [Completion]) {
+        guard !finished.isEmpty else { return }
+        let deliver = self.deliver
+        eventLoop.execute { deliver(finished) }
+    }
+
+    /// The pool is shutting down: answer what is queued with BUSY.
+    private func failAll() {
+        let items: [Item] = lock.withLock {
+            let all = Array(pending)
+            pending.removeAll()
+            activeWorkers = 0
+            return all
+        }
+        hand(items.map { ($0.initiatorTaskTag, SCSIResponse(status: .busy)) })
+    }
+}
