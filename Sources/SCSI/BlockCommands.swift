@@ -193,6 +193,8 @@ extension SCSITargetDevice {
             let (lba, count) = form.decode(cdb)
             let unmap = cdb[1] & 0x08 != 0
             let noDataOut = form == .sixteen && cdb[1] & 0x01 != 0
+            // UNMAP on a fully provisioned LU (LBPWS = LBPWS10 = 0) is not supported.
+            if unmap && !unit.configuration.thinProvisioned { throw SCSIError.invalidFieldInCDB(byte: 1, bit: 3) }
             // WSNZ = 1: zero blocks is not "to the end of the medium".
             if count == 0 { throw SCSIError.invalidFieldInCDB(byte: form.lengthFieldOffset, bit: 7) }
             if count > unit.configuration.maximumWriteSameBlocks {

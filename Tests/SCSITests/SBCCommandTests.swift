@@ -292,6 +292,11 @@ struct HarnessRunner {
         #expect(harness.run([0x41, 0, 0, 0, 0, 4, 0, 0, 1, 0], dataOut: block + block).status == .checkCondition)
     }
 
+    @Test func writeSameUnmapNeedsThinProvisioning() {
+        let response = Harness().run([0x41, 0x08, 0, 0, 0, 0, 0, 0, 1, 0], dataOut: [UInt8](repeating: 0, count: 512))
+        #expect(response.sense[12...] == [0x24, 0x00, 0, 0xCB, 0x00, 0x01])
+    }
+
     @Test func unmapParameterListChecks() {
         let harness = Harness(thin: true)
         #expect(harness.run([0x42, 0, 0, 0, 0, 0, 0, 0, 0, 0], edtl: 0).status == .good)
