@@ -97,7 +97,8 @@ public enum SessionAction: Sendable {
     case execute(initiatorTaskTag: UInt32, token: any Sendable, dataOut: ByteBuffer?)
     /// Close the connection after sending what precedes.
     case close(reason: CloseReason)
-    /// The session logged out (send precedes; then close).
+    /// The session ends by logout: release what the session holds now; the Logout
+    /// Response follows, then `close`.
     case loggedOut
 }
 
@@ -775,9 +776,11 @@ public struct SessionStateMachine: Sendable {
             var response = LogoutResponse(initiatorTaskTag: request.initiatorTaskTag, response: 0)
             response.time2Wait = 0
             response.time2Retain = 0
+            // The session ends before its Logout Response is sent (e.g. RESERVE(6) is released
+            // by then: SPC-4 §5.13.5 and libiscsi Reserve6.Logout).
+            actions.append(.loggedOut)
             send(.logoutResponse(response), into: &actions)
             phase = .closed
-            actions.append(.loggedOut)
             actions.append(.close(reason: .logout))
         }
     }

@@ -87,13 +87,22 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         timer?.cancel()
         timer = nil
         blockingWork = nil  // breaks the queue → handler reference once queued work drains
-        if case .fullFeature(var machine, let session) = state {
+        if case .fullFeature(var machine, var session) = state {
             machine.connectionLost()
             if let nexus = session.nexus { session.device?.nexusDidClose(nexus) }
+            session.nexus = nil
             if let channel = channelContext?.channel { self.context.sessions.remove(tsih: session.tsih, channel: channel) }
             logger.info("session closed", metadata: ["iscsi.tsih": "\(session.tsih)"])
         }
         state = .closed
+    }
+
+    /// The I_T nexus ends (logout or connection loss): the device releases what it held for it.
+    private func endNexus() {
+        guard case .fullFeature(let machine, var session) = state, let nexus = session.nexus else { return }
+        session.device?.nexusDidClose(nexus)
+        session.nexus = nil
+        state = .fullFeature(machine, session)
     }
 
     // MARK: Inbound
@@ -253,8 +262,16 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 execute(itt: itt, token: token, dataOut: dataOut, context: context)
             case .loggedOut:
                 logger.info("logout")
+                endNexus()
             case .close(let reason):
                 if reason != .logout { logger.info("closing connection", metadata: ["reason": "\(reason)"]) }
+                if reason == .targetColdReset, case .fullFeature(_, let session) = state, let device = session.device {
+                    // TARGET COLD RESET ends every session of the target (RFC 7143 §11.5.1).
+                    for channel in self.context.sessions.channels(of: device.configuration.targetName)
+                    where channel !== context.channel {
+                        channel.close(promise: nil)
+                    }
+                }
                 flushIfNeeded(context: context)
                 close(context: context)
                 return

@@ -121,6 +121,10 @@ final class SessionRegistry: Sendable {
 
     var count: Int { state.withLockedValue { $0.byTSIH.count } }
 
+    func channels(of targetName: String) -> [any Channel] {
+        state.withLockedValue { $0.byTSIH.values.filter { $0.key.targetName == targetName }.map(\.channel) }
+    }
+
     func allChannels() -> [any Channel] { state.withLockedValue { $0.byTSIH.values.map(\.channel) } }
 }
 
