@@ -368,13 +368,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 }
 
-/// The port of a discovery session: it carries no SCSI commands.
+/// The port of a discovery session. The session machine rejects SCSI commands and task
+/// management in discovery sessions before they reach a port, so this is never asked.
 struct NoDevicePort: CommandPort {
     func admit(_ command: SCSICommandRequest) -> CommandDisposition {
-        // Sense: ILLEGAL REQUEST, LOGICAL UNIT NOT SUPPORTED.
-        var sense = [UInt8](repeating: 0, count: 18)
-        sense[0] = 0x70; sense[2] = 0x05; sense[7] = 10; sense[12] = 0x25
-        return .complete(CommandResult(status: 0x02, sense: sense))
+        .complete(CommandResult(status: SCSIStatus.checkCondition.rawValue))
     }
     func taskManagement(_ function: TaskManagementFunctionCode, lun: UInt64) -> TaskManagementResponseCode {
         .lunDoesNotExist
