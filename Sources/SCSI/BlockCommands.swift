@@ -39,6 +39,16 @@ enum BlockCDBForm: Sendable {
         }
     }
 
+    /// The GROUP NUMBER field (bits 5–0 of byte 6, 10 or 14); the six-byte forms have none.
+    func groupNumber(_ cdb: [UInt8]) -> UInt8 {
+        switch self {
+        case .six: 0
+        case .ten: cdb.byte(6) & 0x3F
+        case .twelve: cdb.byte(10) & 0x3F
+        case .sixteen: cdb.byte(14) & 0x3F
+        }
+    }
+
     /// Whether byte 1 has a FUA bit (the six-byte forms do not).
     var hasFlags: Bool { if case .six = self { false } else { true } }
 }
@@ -91,8 +101,15 @@ extension SCSITargetDevice {
             try checkTransfer(unit, lba: lba, count: count, form: form)
             guard count > 0 else { return .complete(.good) }
             let byteCount = Int(count) * unit.blockSize
+            let device = context.device
+            let access = device.extensions.isEmpty ? nil
+                : MediumAccess(kind: .read, lun: unit.number, operationCode: context.cdb[0], lba: lba, blocks: count,
+                               bytes: byteCount, groupNumber: form.groupNumber(context.cdb))
             return .execute(wantsDataOut: false, mayBlock: true) { _ in
-                CommandReply(dataIn: try unit.readBuffer(lba: lba, byteCount: byteCount), transferLength: byteCount)
+                let reply = CommandReply(dataIn: try unit.readBuffer(lba: lba, byteCount: byteCount),
+                                         transferLength: byteCount)
+                if let access { device.reportMediumAccess(access) }
+                return reply
             }
         }
     }
@@ -108,11 +125,19 @@ extension SCSITargetDevice {
             guard count > 0 else { return .complete(.good) }
             let expected = Int(count) * unit.blockSize
             let durable = unit.writeMustBeDurable(forceUnitAccess: forceUnitAccess)
+            let device = context.device
+            let access = device.extensions.isEmpty ? nil
+                : MediumAccess(kind: .write, lun: unit.number, operationCode: context.cdb[0], lba: lba, blocks: count,
+                               bytes: 0, groupNumber: form.groupNumber(context.cdb))
             return .execute(wantsDataOut: true, mayBlock: true) { dataOut in
                 if let dataOut {
                     let byteCount = min(dataOut.readableBytes, expected)
                     try unit.writeOrdering.withShared {
                         try unit.write(dataOut, byteCount: byteCount, lba: lba, durable: durable)
+                    }
+                    if var access {
+                        access.bytes = byteCount
+                        device.reportMediumAccess(access)
                     }
                 }
                 return CommandReply(dataIn: nil, transferLength: expected)
@@ -207,6 +232,10 @@ extension SCSITargetDevice {
             }
             let deallocate = unmap && unit.configuration.thinProvisioned
             let durable = unit.writeMustBeDurable(forceUnitAccess: false)
+            let device = context.device
+            let access = device.extensions.isEmpty ? nil
+                : MediumAccess(kind: .write, lun: unit.number, operationCode: cdb[0], lba: lba, blocks: count,
+                               bytes: noDataOut ? 0 : blockSize, groupNumber: form.groupNumber(cdb))
             return .execute(wantsDataOut: !noDataOut, mayBlock: true) { dataOut in
                 var pattern = [UInt8](repeating: 0, count: blockSize)
                 if !noDataOut {
@@ -221,6 +250,7 @@ extension SCSITargetDevice {
                         try writeRepeated(pattern, unit: unit, lba: lba, count: count, durable: durable)
                     }
                 }
+                if let access { device.reportMediumAccess(access) }
                 return CommandReply(dataIn: nil, transferLength: noDataOut ? 0 : blockSize)
             }
         }

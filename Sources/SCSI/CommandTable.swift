@@ -15,43 +15,57 @@ import NIOCore
 enum ServiceActionField: Sendable {
     /// Byte 1 bits 4–0 (MAINTENANCE IN/OUT, SERVICE ACTION IN(16), PERSISTENT RESERVE IN/OUT).
     case byte1LowBits
+    /// Bytes 8–9 of a variable-length CDB (operation code 7Fh, SPC-4 §4.2.3).
+    case bytes8And9
+
+    static func forOpcode(_ opcode: UInt8) -> ServiceActionField {
+        opcode == 0x7F ? .bytes8And9 : .byte1LowBits
+    }
 }
 
 /// Which way parameter or user data flows for a command.
-enum CommandDataDirection: Sendable, Equatable {
+public enum CommandDataDirection: Sendable, Equatable {
     case none
     case dataIn
     case dataOut
 }
 
-struct CommandFlags: OptionSet, Sendable {
-    let rawValue: UInt16
+public struct CommandFlags: OptionSet, Sendable {
+    public let rawValue: UInt16
+
+    public init(rawValue: UInt16) { self.rawValue = rawValue }
 
     /// Runs even when the addressed LUN does not exist (INQUIRY, REPORT LUNS, REQUEST SENSE).
-    static let allowedWithoutLogicalUnit = CommandFlags(rawValue: 1 << 0)
+    public static let allowedWithoutLogicalUnit = CommandFlags(rawValue: 1 << 0)
     /// Does not report (and does not clear) a pending unit attention (SAM-5 §5.14).
-    static let ignoresUnitAttention = CommandFlags(rawValue: 1 << 1)
+    public static let ignoresUnitAttention = CommandFlags(rawValue: 1 << 1)
     /// Modifies the medium: DATA PROTECT, WRITE PROTECTED on a read-only LU.
-    static let writesMedium = CommandFlags(rawValue: 1 << 2)
+    public static let writesMedium = CommandFlags(rawValue: 1 << 2)
     /// Allowed to an I_T nexus that does not hold a RESERVE(6) reservation of the LU (SPC-2 §5.5.1).
-    static let allowedUnderReservation = CommandFlags(rawValue: 1 << 3)
+    public static let allowedUnderReservation = CommandFlags(rawValue: 1 << 3)
     /// Reads the medium: conflicts with Exclusive Access persistent reservations held by others.
-    static let readsMedium = CommandFlags(rawValue: 1 << 4)
+    public static let readsMedium = CommandFlags(rawValue: 1 << 4)
     /// Changes the medium or LU state: conflicts with every persistent reservation type held
     /// by others (SPC-4 Table 63, "write" class).
-    static let modifiesUnderPersistentReservation = CommandFlags(rawValue: 1 << 5)
+    public static let modifiesUnderPersistentReservation = CommandFlags(rawValue: 1 << 5)
 }
 
 /// The result of a reply-producing step.
-struct CommandReply: Sendable {
-    var dataIn: ByteBuffer?
-    var transferLength: Int
-    var status: SCSIStatus = .good
+public struct CommandReply: Sendable {
+    public var dataIn: ByteBuffer?
+    public var transferLength: Int
+    public var status: SCSIStatus = .good
 
-    static let good = CommandReply(dataIn: nil, transferLength: 0)
+    public init(dataIn: ByteBuffer?, transferLength: Int, status: SCSIStatus = .good) {
+        self.dataIn = dataIn
+        self.transferLength = transferLength
+        self.status = status
+    }
+
+    public static let good = CommandReply(dataIn: nil, transferLength: 0)
 
     /// Parameter data truncated to the allocation length (SPC-4 §4.2.5.6).
-    static func parameterData(_ bytes: [UInt8], allocationLength: Int) -> CommandReply {
+    public static func parameterData(_ bytes: [UInt8], allocationLength: Int) -> CommandReply {
         let count = min(bytes.count, allocationLength)
         guard count > 0 else { return CommandReply(dataIn: nil, transferLength: 0) }
         var buffer = ByteBufferAllocator().buffer(capacity: count)
@@ -61,10 +75,10 @@ struct CommandReply: Sendable {
 }
 
 /// The work left for `execute` once `prepare` has decoded the CDB.
-typealias CommandExecution = @Sendable (_ dataOut: ByteBuffer?) throws -> CommandReply
+public typealias CommandExecution = @Sendable (_ dataOut: ByteBuffer?) throws -> CommandReply
 
 /// What a handler decides during `prepare`.
-enum CommandOutcome: Sendable {
+public enum CommandOutcome: Sendable {
     /// Finished: nothing to transfer from the initiator and nothing that blocks.
     case complete(CommandReply)
     /// Needs `execute`: collect Data-Out first when `wantsDataOut`, and run off the event
@@ -72,41 +86,41 @@ enum CommandOutcome: Sendable {
     case execute(wantsDataOut: Bool, mayBlock: Bool, CommandExecution)
 }
 
-typealias CommandHandler = @Sendable (_ context: CommandContext) throws -> CommandOutcome
+public typealias CommandHandler = @Sendable (_ context: CommandContext) throws -> CommandOutcome
 
 /// Everything a handler may look at while preparing a command.
-struct CommandContext: Sendable {
-    let device: SCSITargetDevice
+public struct CommandContext: Sendable {
+    public let device: SCSITargetDevice
     /// The addressed logical unit; nil only for commands flagged `allowedWithoutLogicalUnit`.
-    let unit: LogicalUnit?
-    let command: SCSICommand
-    var cdb: [UInt8] { self.command.cdb }
-    var nexus: ITNexus { self.command.nexus }
+    public let unit: LogicalUnit?
+    public let command: SCSICommand
+    public var cdb: [UInt8] { self.command.cdb }
+    public var nexus: ITNexus { self.command.nexus }
 
     /// The addressed logical unit for handlers that are never called without one.
-    var lu: LogicalUnit {
+    public var lu: LogicalUnit {
         guard let unit else { preconditionFailure("handler needs a logical unit") }
         return unit
     }
 }
 
-struct CommandDescriptor: Sendable {
-    let opcode: UInt8
+public struct CommandDescriptor: Sendable {
+    public let opcode: UInt8
     /// nil: the operation code has no service actions.
-    let serviceAction: UInt16?
-    let name: String
+    public let serviceAction: UInt16?
+    public let name: String
     /// Allowed bits per CDB byte; `usage.count` is the CDB length and `usage[0]` the opcode.
-    let usage: [UInt8]
-    let direction: CommandDataDirection
-    let flags: CommandFlags
+    public let usage: [UInt8]
+    public let direction: CommandDataDirection
+    public let flags: CommandFlags
     /// Nominal and recommended command timeouts in seconds for RSOC (0: not specified).
-    let nominalTimeout: UInt32
-    let recommendedTimeout: UInt32
+    public let nominalTimeout: UInt32
+    public let recommendedTimeout: UInt32
     /// Whether this logical unit offers the command (e.g. UNMAP only when thin provisioned).
-    let isOffered: @Sendable (LogicalUnitConfiguration) -> Bool
-    let handler: CommandHandler
+    public let isOffered: @Sendable (LogicalUnitConfiguration) -> Bool
+    public let handler: CommandHandler
 
-    init(_ opcode: UInt8, serviceAction: UInt16? = nil, _ name: String, usage: [UInt8],
+    public init(_ opcode: UInt8, serviceAction: UInt16? = nil, _ name: String, usage: [UInt8],
          direction: CommandDataDirection = .none, flags: CommandFlags = [],
          timeouts: (UInt32, UInt32) = (0, 0),
          offered: @escaping @Sendable (LogicalUnitConfiguration) -> Bool = { _ in true },
@@ -124,11 +138,11 @@ struct CommandDescriptor: Sendable {
         self.handler = handler
     }
 
-    var cdbLength: Int { self.usage.count }
+    public var cdbLength: Int { self.usage.count }
 
     /// Rejects any set bit outside the usage mask: INVALID FIELD IN CDB, field pointer to
     /// the byte and its most significant offending bit (C/D = 1).
-    func validate(_ cdb: [UInt8]) throws(SCSIError) {
+    public func validate(_ cdb: [UInt8]) throws(SCSIError) {
         for index in 1..<self.usage.count {
             let stray = cdb.byte(index) & ~self.usage[index]
             if stray != 0 {
@@ -154,10 +168,14 @@ struct CommandTable: Sendable {
         for descriptor in descriptors {
             if let serviceAction = descriptor.serviceAction {
                 var actions: [UInt16: CommandDescriptor] = [:]
-                if case .serviceActions(_, let existing) = self.entries[descriptor.opcode] { actions = existing }
+                switch self.entries[descriptor.opcode] {
+                case .serviceActions(_, let existing)?: actions = existing
+                case .single?: preconditionFailure("\(descriptor.name): operation code has no service actions")
+                case nil: break
+                }
                 precondition(actions[serviceAction] == nil, "duplicate \(descriptor.name)")
                 actions[serviceAction] = descriptor
-                self.entries[descriptor.opcode] = .serviceActions(field: .byte1LowBits, actions)
+                self.entries[descriptor.opcode] = .serviceActions(field: .forOpcode(descriptor.opcode), actions)
             } else {
                 precondition(self.entries[descriptor.opcode] == nil, "duplicate \(descriptor.name)")
                 self.entries[descriptor.opcode] = .single(descriptor)
@@ -180,6 +198,11 @@ struct CommandTable: Sendable {
         case .serviceActions(.byte1LowBits, let actions):
             guard let descriptor = actions[UInt16(cdb.byte(1) & 0x1F)] else {
                 throw SCSIError.invalidFieldInCDB(byte: 1, bit: 4)
+            }
+            return descriptor
+        case .serviceActions(.bytes8And9, let actions):
+            guard let descriptor = actions[cdb.bigEndian16(at: 8)] else {
+                throw SCSIError.invalidFieldInCDB(byte: 8, bit: 7)
             }
             return descriptor
         }

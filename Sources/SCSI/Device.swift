@@ -21,6 +21,8 @@ public final class SCSITargetDevice: SCSIDevice {
     let units: [UInt16: LogicalUnit]
     let sortedLUNs: [UInt16]
     let table: CommandTable
+    /// What other modules contribute (see `SCSIDeviceExtension`).
+    public let extensions: [any SCSIDeviceExtension]
     /// Open I_T nexuses with a reference count (a nexus may briefly have two sessions
     /// during session reinstatement).
     private let nexuses = Mutex<[NexusKey: Int]>([:])
@@ -29,7 +31,10 @@ public final class SCSITargetDevice: SCSIDevice {
     ///   - configuration: the target and its logical units.
     ///   - stores: the block store of each logical unit, keyed by LUN. A logical unit
     ///     without a store is a programming error.
-    public init(configuration: TargetDeviceConfiguration, stores: [UInt16: any BlockStore]) {
+    ///   - extensions: modules contributing commands, pages and state to this device; their
+    ///     commands join the one command table.
+    public init(configuration: TargetDeviceConfiguration, stores: [UInt16: any BlockStore],
+                extensions: [any SCSIDeviceExtension] = []) {
         self.configuration = configuration
         var units: [UInt16: LogicalUnit] = [:]
         for lu in configuration.logicalUnits {
@@ -41,7 +46,8 @@ public final class SCSITargetDevice: SCSIDevice {
         }
         self.units = units
         self.sortedLUNs = units.keys.sorted()
-        self.table = CommandTable(SCSITargetDevice.commandDescriptors)
+        self.extensions = extensions
+        self.table = CommandTable(SCSITargetDevice.commandDescriptors + extensions.flatMap(\.commandDescriptors))
     }
 
     func unit(_ number: UInt16?) -> LogicalUnit? {
@@ -123,6 +129,20 @@ public final class SCSITargetDevice: SCSIDevice {
 
     public func taskManagement(_ function: TaskManagementFunction, lunField: UInt64,
                                nexus: ITNexus) -> TaskManagementOutcome {
+        let outcome = self.performTaskManagement(function, lunField: lunField, nexus: nexus)
+        if outcome == .functionComplete && !self.extensions.isEmpty {
+            let lun: UInt16? = switch function {
+            case .targetWarmReset, .targetColdReset: nil
+            case .abortTask, .abortTaskSet, .clearTaskSet, .clearACA, .logicalUnitReset:
+                SCSICommand.lunNumber(of: lunField)
+            }
+            for ext in self.extensions { ext.taskManagement(function, lun: lun, nexus: nexus) }
+        }
+        return outcome
+    }
+
+    private func performTaskManagement(_ function: TaskManagementFunction, lunField: UInt64,
+                                       nexus: ITNexus) -> TaskManagementOutcome {
         switch function {
         case .abortTask, .abortTaskSet, .clearTaskSet:
             // The device keeps no task set of its own; the transport aborts its tasks.
@@ -132,14 +152,14 @@ public final class SCSITargetDevice: SCSIDevice {
             return .functionNotSupported
         case .logicalUnitReset:
             guard let unit = self.unit(SCSICommand.lunNumber(of: lunField)) else { return .lunDoesNotExist }
-            unit.reset()
+            self.reset(unit)
             unit.raiseUnitAttention(Self.resetUnitAttention, for: self.openNexuses(except: nil))
             return .functionComplete
         case .targetWarmReset, .targetColdReset:
             let everyone = self.openNexuses(except: nil)
             for lun in self.sortedLUNs {
                 let unit = self.units[lun]!
-                unit.reset()
+                self.reset(unit)
                 unit.raiseUnitAttention(Self.resetUnitAttention, for: everyone)
             }
             return .functionComplete
@@ -168,6 +188,13 @@ public final class SCSITargetDevice: SCSIDevice {
         for unit in self.units.values {
             unit.nexusLost(key)
         }
+        for ext in self.extensions { ext.nexusDidClose(nexus) }
+    }
+
+    /// A logical unit reset: the LU's own state, then every extension's state for it.
+    private func reset(_ unit: LogicalUnit) {
+        unit.reset()
+        for ext in self.extensions { ext.logicalUnitDidReset(unit) }
     }
 
     public func lunNumbers(for nexus: ITNexus) -> [UInt16] {

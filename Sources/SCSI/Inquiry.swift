@@ -33,8 +33,16 @@ extension SCSITargetDevice {
             data = context.device.standardInquiryData(for: context.unit)
         } else {
             guard let unit = context.unit else { throw SCSIError.logicalUnitNotSupported }
-            guard let page = VPDPage(rawValue: pageCode) else { throw SCSIError.invalidFieldInCDB(byte: 2, bit: 7) }
-            data = context.device.vpdPage(page, unit: unit, nexus: context.nexus)
+            if let page = VPDPage(rawValue: pageCode) {
+                data = context.device.vpdPage(page, unit: unit, nexus: context.nexus)
+            } else if context.device.extensionVPDPageCodes(for: unit).contains(pageCode),
+                      let body = context.device.extensionVPDPage(pageCode, for: unit) {
+                var page: [UInt8] = [0x00, pageCode]
+                page.appendBigEndian16(UInt16(body.count))
+                data = page + body
+            } else {
+                throw SCSIError.invalidFieldInCDB(byte: 2, bit: 7)
+            }
         }
         return .complete(.parameterData(data, allocationLength: allocationLength))
     }
@@ -62,6 +70,9 @@ extension SCSITargetDevice {
             data.appendBigEndian16(descriptor)
         }
         data += [UInt8](repeating: 0, count: 96 - data.count)
+        for ext in self.extensions {
+            for (offset, bits) in ext.standardInquiryBits(for: unit) where offset < data.count { data[offset] |= bits }
+        }
         return data
     }
 
@@ -70,7 +81,7 @@ extension SCSITargetDevice {
         var body: [UInt8] = []
         switch page {
         case .supportedPages:
-            body = VPDPage.allCases.map(\.rawValue)
+            body = (VPDPage.allCases.map(\.rawValue) + self.extensionVPDPageCodes(for: unit)).sorted()
         case .unitSerialNumber:
             body = lu.serialNumber.utf8.map { $0 >= 0x20 && $0 < 0x7F ? $0 : UInt8(ascii: "_") }
         case .deviceIdentification:
@@ -95,7 +106,15 @@ extension SCSITargetDevice {
         }
         var data: [UInt8] = [0x00, page.rawValue]
         data.appendBigEndian16(UInt16(body.count))
-        return data + body
+        data += body
+        if page == .extendedInquiry {
+            for ext in self.extensions {
+                for (offset, bits) in ext.extendedInquiryBits(for: unit) where offset >= 4 && offset < data.count {
+                    data[offset] |= bits
+                }
+            }
+        }
+        return data
     }
 
     /// Block Limits (SBC-4 §6.6.4), page length 3Ch.

@@ -18,11 +18,11 @@ import Synchronization
 
 /// The identity of an I_T nexus for SCSI state (UAs, reservations): the initiator port and
 /// target port names. Two sessions with the same ISID are the same nexus.
-struct NexusKey: Hashable, Sendable {
-    var initiatorPortName: String
-    var targetPortName: String
+public struct NexusKey: Hashable, Sendable {
+    public var initiatorPortName: String
+    public var targetPortName: String
 
-    init(_ nexus: ITNexus) {
+    public init(_ nexus: ITNexus) {
         self.initiatorPortName = nexus.initiatorPortName
         self.targetPortName = nexus.targetPortName
     }
@@ -51,7 +51,7 @@ struct LogicalUnitState: Sendable {
 
 /// A reader–writer lock: ordinary writes share it, COMPARE AND WRITE holds it alone, so
 /// the compare and the write happen with no other write to the LU in between.
-final class SharedExclusiveLock: @unchecked Sendable {
+public final class SharedExclusiveLock: @unchecked Sendable {
     private let lock: UnsafeMutablePointer<pthread_rwlock_t>
 
     init() {
@@ -66,27 +66,29 @@ final class SharedExclusiveLock: @unchecked Sendable {
         self.lock.deallocate()
     }
 
-    func withShared<T>(_ body: () throws -> T) rethrows -> T {
+    public func withShared<T>(_ body: () throws -> T) rethrows -> T {
         pthread_rwlock_rdlock(self.lock)
         defer { pthread_rwlock_unlock(self.lock) }
         return try body()
     }
 
-    func withExclusive<T>(_ body: () throws -> T) rethrows -> T {
+    public func withExclusive<T>(_ body: () throws -> T) rethrows -> T {
         pthread_rwlock_wrlock(self.lock)
         defer { pthread_rwlock_unlock(self.lock) }
         return try body()
     }
 }
 
-final class LogicalUnit: Sendable {
-    let configuration: LogicalUnitConfiguration
-    let store: any BlockStore
-    let blockSize: Int
+/// One logical unit as command handlers (including those of device extensions) see it.
+public final class LogicalUnit: Sendable {
+    public let configuration: LogicalUnitConfiguration
+    public let store: any BlockStore
+    public let blockSize: Int
     /// Blocks actually usable: min(configured, store size / block size).
-    let blockCount: UInt64
+    public let blockCount: UInt64
     let state: Mutex<LogicalUnitState>
-    let writeOrdering = SharedExclusiveLock()
+    /// Ordinary writes hold it shared; COMPARE AND WRITE holds it exclusively.
+    public let writeOrdering = SharedExclusiveLock()
 
     private let writeCacheEnabledFlag: Atomic<Bool>
     private let descriptorSenseFlag: Atomic<Bool>
@@ -106,9 +108,9 @@ final class LogicalUnit: Sendable {
         self.descriptorSenseFlag = Atomic(mode.descriptorSense)
     }
 
-    var number: UInt16 { self.configuration.number }
-    var writeCacheEnabled: Bool { self.writeCacheEnabledFlag.load(ordering: .relaxed) }
-    var descriptorSense: Bool { self.descriptorSenseFlag.load(ordering: .relaxed) }
+    public var number: UInt16 { self.configuration.number }
+    public var writeCacheEnabled: Bool { self.writeCacheEnabledFlag.load(ordering: .relaxed) }
+    public var descriptorSense: Bool { self.descriptorSenseFlag.load(ordering: .relaxed) }
     var isReserved: Bool { self.reservedFlag.load(ordering: .acquiring) }
 
     // MARK: Mode parameters
@@ -186,19 +188,19 @@ final class LogicalUnit: Sendable {
     /// Checks that `count` blocks from `lba` lie inside the medium: LBA OUT OF RANGE otherwise.
     /// With `count` = 0 an LBA one past the last block is accepted (libiscsi *_0blocks tests
     /// and UNMAP descriptors expect GOOD there, and OUT OF RANGE beyond it).
-    func checkRange(lba: UInt64, count: UInt64) throws(SCSIError) {
+    public func checkRange(lba: UInt64, count: UInt64) throws(SCSIError) {
         let (end, overflow) = lba.addingReportingOverflow(count)
         if overflow || end > self.blockCount {
             throw SCSIError.lbaOutOfRange
         }
     }
 
-    func byteOffset(_ lba: UInt64) -> UInt64 { lba * UInt64(self.blockSize) }
+    public func byteOffset(_ lba: UInt64) -> UInt64 { lba * UInt64(self.blockSize) }
 
     // MARK: Data
 
     /// Reads `byteCount` bytes at `lba` into a new buffer.
-    func readBuffer(lba: UInt64, byteCount: Int) throws -> ByteBuffer {
+    public func readBuffer(lba: UInt64, byteCount: Int) throws -> ByteBuffer {
         var buffer = ByteBufferAllocator().buffer(capacity: byteCount)
         guard byteCount > 0 else { return buffer }
         let offset = self.byteOffset(lba)
@@ -211,7 +213,7 @@ final class LogicalUnit: Sendable {
     }
 
     /// Reads into a byte array.
-    func readBytes(lba: UInt64, byteCount: Int) throws -> [UInt8] {
+    public func readBytes(lba: UInt64, byteCount: Int) throws -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: byteCount)
         guard byteCount > 0 else { return bytes }
         let offset = self.byteOffset(lba)
@@ -220,7 +222,7 @@ final class LogicalUnit: Sendable {
     }
 
     /// Writes the first `byteCount` readable bytes of `data` at `lba`.
-    func write(_ data: ByteBuffer, byteCount: Int, lba: UInt64, durable: Bool) throws {
+    public func write(_ data: ByteBuffer, byteCount: Int, lba: UInt64, durable: Bool) throws {
         guard byteCount > 0 else {
             if durable { try self.store.flush() }
             return
@@ -234,7 +236,7 @@ final class LogicalUnit: Sendable {
     }
 
     /// Whether a write must be on stable storage before GOOD: FUA, or WCE = 0.
-    func writeMustBeDurable(forceUnitAccess: Bool) -> Bool {
+    public func writeMustBeDurable(forceUnitAccess: Bool) -> Bool {
         forceUnitAccess || !self.writeCacheEnabled
     }
 }

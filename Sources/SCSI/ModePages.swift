@@ -14,7 +14,8 @@ extension ModeParameters {
     }
 }
 
-enum ModePageControl: UInt8 {
+/// The PC field of MODE SENSE: which values of a page are asked for.
+public enum ModePageControl: UInt8, Sendable {
     case current = 0, changeable = 1, defaults = 2, saved = 3
 }
 
@@ -97,14 +98,28 @@ extension SCSITargetDevice {
         let subpageCode = cdb[3]
         let allocationLength = tenByte ? Int(cdb.bigEndian16(at: 7)) : Int(cdb[4])
 
-        let pages: [ModePage]
+        // Built-in pages and extension pages/subpages, in (page code, subpage code) order.
+        let extensionPages = context.device.extensionModePages(for: unit)
+        var available: [(page: UInt8, subpage: UInt8, source: ModePageSource)] =
+            ModePage.allCases.map { ($0.rawValue, 0, .builtIn($0)) }
+        available += extensionPages.map { ($0.pageCode, $0.subpageCode, .provided($0)) }
+        available.sort { ($0.page, $0.subpage) < ($1.page, $1.subpage) }
+        let selected: [ModePageSource]
         if pageCode == 0x3F {
             guard subpageCode == 0x00 || subpageCode == 0xFF else { throw SCSIError.invalidFieldInCDB(byte: 3, bit: 7) }
-            pages = ModePage.allCases
+            selected = available.filter { subpageCode == 0xFF || $0.subpage == 0 }.map(\.source)
         } else {
-            guard let page = ModePage(rawValue: pageCode) else { throw SCSIError.invalidFieldInCDB(byte: 2, bit: 5) }
-            guard subpageCode == 0x00 || subpageCode == 0xFF else { throw SCSIError.invalidFieldInCDB(byte: 3, bit: 7) }
-            pages = [page]
+            let samePage = available.filter { $0.page == pageCode }
+            guard !samePage.isEmpty else { throw SCSIError.invalidFieldInCDB(byte: 2, bit: 5) }
+            if subpageCode == 0xFF {
+                selected = samePage.map(\.source)
+            } else {
+                guard let match = samePage.first(where: { $0.subpage == subpageCode }) else {
+                    throw subpageCode == 0x00
+                        ? SCSIError.invalidFieldInCDB(byte: 2, bit: 5) : SCSIError.invalidFieldInCDB(byte: 3, bit: 7)
+                }
+                selected = [match.source]
+            }
         }
 
         let values: ModeParameters
@@ -114,8 +129,13 @@ extension SCSITargetDevice {
         case .saved: throw SCSIError(.illegalRequest, .savingParametersNotSupported)
         }
         var pageData: [UInt8] = []
-        for page in pages {
-            pageData += control == .changeable ? page.changeableMask : page.bytes(values)
+        for source in selected {
+            switch source {
+            case .builtIn(let page):
+                pageData += control == .changeable ? page.changeableMask : page.bytes(values)
+            case .provided(let provider):
+                pageData += provider.bytes(control)
+            }
         }
 
         var blockDescriptor: [UInt8] = []
@@ -170,11 +190,16 @@ extension SCSITargetDevice {
                 throw SCSIError.parameterListLengthError
             }
             let old = unit.modeParameters
-            let new = try parseModeParameterList(list, tenByte: tenByte, unit: unit, current: old)
+            var staged: [(any ModePageProvider, [UInt8])] = []
+            let new = try parseModeParameterList(list, tenByte: tenByte, unit: unit, current: old,
+                                                 extensionPages: device.extensionModePages(for: unit),
+                                                 staged: &staged)
             if old.writeCacheEnabled && !new.writeCacheEnabled {
                 try unit.store.flush()
             }
-            if unit.setModeParameters(new) {
+            var changed = unit.setModeParameters(new)
+            for (provider, page) in staged where provider.apply(page) { changed = true }
+            if changed {
                 unit.raiseUnitAttention(.modeParametersChanged, for: device.openNexuses(except: origin))
             }
             return .good
@@ -183,8 +208,11 @@ extension SCSITargetDevice {
 
     /// Validates a whole MODE SELECT parameter list and returns the values it sets. Nothing
     /// is applied unless every page is acceptable.
+    /// Extension pages are validated here and returned in `staged`, for the caller to apply.
     static func parseModeParameterList(_ list: [UInt8], tenByte: Bool, unit: LogicalUnit,
-                                       current: ModeParameters) throws -> ModeParameters {
+                                       current: ModeParameters,
+                                       extensionPages: [any ModePageProvider] = [],
+                                       staged: inout [(any ModePageProvider, [UInt8])]) throws -> ModeParameters {
         let headerLength = tenByte ? 8 : 4
         guard list.count >= headerLength else { throw SCSIError.parameterListLengthError }
         let mediumTypeOffset = tenByte ? 2 : 1
@@ -207,7 +235,14 @@ extension SCSITargetDevice {
         var offset = headerLength + blockDescriptorLength
         while offset < list.count {
             guard offset + 2 <= list.count else { throw SCSIError.parameterListLengthError }
-            if list[offset] & 0x40 != 0 {
+            let subpageFormat = list[offset] & 0x40 != 0
+            if let provider = extensionPages.first(where: {
+                $0.pageCode == list[offset] & 0x3F && $0.subpageCode == (subpageFormat ? list[offset + 1] : 0)
+            }) {
+                offset = try stageExtensionPage(list, at: offset, provider: provider, staged: &staged)
+                continue
+            }
+            if subpageFormat {
                 // Sub-page format: none of our pages has sub-pages.
                 throw SCSIError.invalidFieldInParameterList(byte: offset, bit: 6)
             }
@@ -232,5 +267,40 @@ extension SCSITargetDevice {
             offset += 2 + length
         }
         return values
+    }
+}
+
+/// Where MODE SENSE takes a page from.
+enum ModePageSource {
+    case builtIn(ModePage)
+    case provided(any ModePageProvider)
+}
+
+extension SCSITargetDevice {
+    /// Checks one extension page of a MODE SELECT parameter list (length as the current page,
+    /// only changeable bits differing from the current values, then the provider's own
+    /// checks) and stages it; returns the offset of the next page.
+    static func stageExtensionPage(_ list: [UInt8], at offset: Int, provider: any ModePageProvider,
+                                   staged: inout [(any ModePageProvider, [UInt8])]) throws -> Int {
+        let subpageFormat = list[offset] & 0x40 != 0
+        let headerLength = subpageFormat ? 4 : 2
+        guard offset + headerLength <= list.count else { throw SCSIError.parameterListLengthError }
+        let length = subpageFormat ? Int(list.bigEndian16(at: offset + 2)) : Int(list[offset + 1])
+        guard offset + headerLength + length <= list.count else { throw SCSIError.parameterListLengthError }
+        let reference = provider.bytes(.current)
+        let changeable = provider.bytes(.changeable)
+        guard headerLength + length == reference.count else {
+            throw SCSIError.invalidFieldInParameterList(byte: offset + (subpageFormat ? 2 : 1), bit: 7)
+        }
+        let sent = Array(list[offset..<(offset + headerLength + length)])
+        for index in headerLength..<sent.count {
+            let wrong = (sent[index] ^ reference[index]) & ~changeable.byte(index)
+            if wrong != 0 {
+                throw SCSIError.invalidFieldInParameterList(byte: offset + index, bit: 7 - wrong.leadingZeroBitCount)
+            }
+        }
+        try provider.validate(sent, offset: offset)
+        staged.append((provider, sent))
+        return offset + headerLength + length
     }
 }
