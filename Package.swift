@@ -24,6 +24,10 @@ let package = Package(
         .target(name: "SCSI", dependencies: [nioCore]),
         // Block stores: file-backed (pread/pwrite/fdatasync) and in-memory.
         .target(name: "BlockStores", dependencies: ["SCSI"]),
+        // SBC write streams: a device extension over the SCSI module.
+        .target(name: "SCSIStreams", dependencies: ["SCSI", nioCore]),
+        // Copy offload: EXTENDED COPY parameter lists, the copy manager, the data mover.
+        .target(name: "CopyOffload", dependencies: ["SCSI", "BlockStores", nioCore]),
         // The server: SwiftNIO channel pipeline, configuration, runtime.
         .target(
             name: "ISCSITarget",
@@ -53,6 +57,8 @@ let package = Package(
         .testTarget(name: "ISCSIWireTests", dependencies: ["ISCSIWire", nioCore]),
         .testTarget(name: "ISCSIEngineTests", dependencies: ["ISCSIEngine", "ISCSIWire", nioCore]),
         .testTarget(name: "SCSITests", dependencies: ["SCSI", "BlockStores", nioCore]),
+        .testTarget(name: "SCSIStreamsTests", dependencies: ["SCSIStreams", "SCSI", "BlockStores", nioCore]),
+        .testTarget(name: "CopyOffloadTests", dependencies: ["CopyOffload", "SCSI", "BlockStores", nioCore]),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [

@@ -114,6 +114,13 @@ public final class FileBlockStore: BlockStore {
 
     public var supportsDeallocation: Bool { self.canPunchHoles.load(ordering: .relaxed) }
 
+    fileprivate var descriptorForCopy: Int32 { self.descriptor }
+
+    fileprivate func checkRange(_ offset: UInt64, _ length: UInt64) throws(BlockStoreError) {
+        let (end, overflow) = offset.addingReportingOverflow(length)
+        if overflow || end > self.byteCount { throw BlockStoreError.outOfRange }
+    }
+
     private func checkBounds(_ offset: UInt64, _ count: Int) throws(BlockStoreError) {
         let (end, overflow) = offset.addingReportingOverflow(UInt64(count))
         if overflow || end > self.byteCount { throw BlockStoreError.outOfRange }
@@ -221,5 +228,47 @@ public final class FileBlockStore: BlockStore {
         let hole = lseek(self.descriptor, off_t(offset), Self.seekHole)
         if hole < 0 || UInt64(hole) <= offset { return (true, length) }
         return (true, min(UInt64(hole) - offset, length))
+    }
+}
+
+// MARK: In-kernel copies
+
+extension FileBlockStore {
+    private typealias CopyFileRangeFunction = @convention(c) (
+        Int32, UnsafeMutablePointer<off_t>?, Int32, UnsafeMutablePointer<off_t>?, Int, UInt32) -> Int
+    /// copy_file_range(2), looked up at run time like fallocate.
+    private static let copyFileRangeFunction: CopyFileRangeFunction? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "copy_file_range") else { return nil }
+        return unsafeBitCast(symbol, to: CopyFileRangeFunction.self)
+    }()
+
+    /// Copies `length` bytes from this store at `sourceOffset` to `destination` at
+    /// `destinationOffset` inside the kernel (copy_file_range: reflinks where the file system
+    /// can, no user-space buffer). Returns the bytes copied, which is less than `length` only
+    /// when the kernel cannot do the rest (unsupported file systems, EXDEV, overlapping
+    /// ranges of one file): the caller copies the remainder itself.
+    public func copyRange(to destination: FileBlockStore, sourceOffset: UInt64, destinationOffset: UInt64,
+                          length: UInt64) throws(BlockStoreError) -> UInt64 {
+        try self.checkRange(sourceOffset, length)
+        try destination.checkRange(destinationOffset, length)
+        guard let copyFileRange = Self.copyFileRangeFunction, !destination.isReadOnly else { return 0 }
+        var done: UInt64 = 0
+        while done < length {
+            var input = off_t(sourceOffset + done)
+            var output = off_t(destinationOffset + done)
+            let request = Int(min(length - done, 1 << 30))
+            let n = copyFileRange(self.descriptorForCopy, &input, destination.descriptorForCopy, &output, request, 0)
+            if n < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                if code == ENOSPC || code == EDQUOT { throw BlockStoreError.noSpace }
+                if code == EIO { throw BlockStoreError.writeFailed(errno: code) }
+                return done  // EXDEV, EINVAL, ENOSYS, EOPNOTSUPP, EBADF...: fall back
+            }
+            if n == 0 { return done }
+            done += UInt64(n)
+        }
+        if destination.writeThrough { try destination.flush() }
+        return done
     }
 }

@@ -1,0 +1,97 @@
+//
+// Every logical unit of the process, as the copy manager sees it.
+//
+// An identification CSCD descriptor names a logical unit by one of its VPD 0x83 designators
+// (NAA, EUI-64, T10 vendor ID, ...). Copies may run between logical units of different
+// targets of the same process, so the registry is process-wide: each target registers its
+// logical units when its device is built and removes them when it goes away.
+//
+import SCSI
+import Synchronization
+
+/// Which logical unit: the iSCSI target name and the LUN.
+public struct CopyUnitID: Sendable, Hashable, CustomStringConvertible {
+    public var targetName: String
+    public var lun: UInt16
+
+    public init(targetName: String, lun: UInt16) {
+        self.targetName = targetName
+        self.lun = lun
+    }
+
+    public var description: String { "\(targetName)/\(lun)" }
+}
+
+/// Copy statistics of one logical unit (operator-visible).
+public struct CopyStatistics: Sendable, Equatable {
+    /// EXTENDED COPY commands received by this logical unit, and how many of them failed.
+    public var operations: UInt64 = 0
+    public var failedOperations: UInt64 = 0
+    /// Bytes read from / written to this logical unit by copies.
+    public var bytesRead: UInt64 = 0
+    public var bytesWritten: UInt64 = 0
+
+    public init() {}
+}
+
+/// One logical unit: identity, geometry and storage.
+public final class CopyUnit: Sendable {
+    public let id: CopyUnitID
+    /// Logical-unit designators (association 0) from its Device Identification page.
+    public let designators: [Designator]
+    public let blockSize: Int
+    public let blockCount: UInt64
+    public let store: any BlockStore
+    public let isReadOnly: Bool
+    /// Whether writes may stay in a volatile cache (WCE); false: copies write durably.
+    let writeCacheEnabled: @Sendable () -> Bool
+    private let statisticsState = Mutex(CopyStatistics())
+
+    public init(id: CopyUnitID, designators: [Designator], blockSize: Int, blockCount: UInt64, store: any BlockStore,
+                isReadOnly: Bool = false, writeCacheEnabled: @escaping @Sendable () -> Bool = { true }) {
+        self.id = id
+        self.designators = designators.filter { $0.association == 0 }
+        self.blockSize = blockSize
+        self.blockCount = blockCount
+        self.store = store
+        self.isReadOnly = isReadOnly
+        self.writeCacheEnabled = writeCacheEnabled
+    }
+
+    public var byteCount: UInt64 { self.blockCount * UInt64(self.blockSize) }
+    public var statistics: CopyStatistics { self.statisticsState.withLock { $0 } }
+
+    func record(_ update: (inout CopyStatistics) -> Void) {
+        self.statisticsState.withLock { update(&$0) }
+    }
+}
+
+/// The process-wide set of logical units copies may address.
+public final class CopyUnitRegistry: Sendable {
+    private let units = Mutex<[CopyUnitID: CopyUnit]>([:])
+
+    public init() {}
+
+    public func register(_ unit: CopyUnit) {
+        self.units.withLock { $0[unit.id] = unit }
+    }
+
+    /// Removes every logical unit of `targetName`.
+    public func removeTarget(_ targetName: String) {
+        self.units.withLock { units in units = units.filter { $0.key.targetName != targetName } }
+    }
+
+    public func unit(_ id: CopyUnitID) -> CopyUnit? {
+        self.units.withLock { $0[id] }
+    }
+
+    public var all: [CopyUnit] {
+        self.units.withLock { Array($0.values) }.sorted { ($0.id.targetName, $0.id.lun) < ($1.id.targetName, $1.id.lun) }
+    }
+
+    /// The logical unit one of whose designators equals `designator` (code set, association,
+    /// type and value). When several match (a misconfiguration), the first in name order.
+    public func unit(matching designator: Designator) -> CopyUnit? {
+        self.all.first { $0.designators.contains(designator) }
+    }
+}
