@@ -32,7 +32,7 @@ let package = Package(
         .target(
             name: "ISCSITarget",
             dependencies: [
-                "ISCSIWire", "ISCSIEngine", "SCSI", "BlockStores",
+                "ISCSIWire", "ISCSIEngine", "SCSI", "BlockStores", "CopyOffload", "SCSIStreams",
                 nioCore,
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

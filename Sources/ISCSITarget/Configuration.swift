@@ -6,6 +6,7 @@
 //
 import Foundation
 import SCSI
+import SCSIStreams
 import TOMLKit
 
 /// One problem in a target definition.
@@ -48,6 +49,9 @@ public struct LUNDefinition: Sendable {
     public var vendor: String?
     public var product: String?
     public var serialNumber: String?
+    /// SBC write streams (keys `max_streams`, `permanent_streams`, `optimal_stream_write_size`,
+    /// `stream_granularity_size`); nil: the LU has no streams.
+    public var streams: StreamSettings? = nil
 }
 
 public struct TargetDefinition: Sendable {
@@ -238,7 +242,9 @@ public struct ServerConfiguration: Sendable {
                     continue
                 }
                 checkKeys(l, allowed: ["number", "file", "size", "block_size", "cache", "read_only", "thin",
-                                       "non_rotational", "vendor", "product", "serial"], path: lpath, section: ls)
+                                       "non_rotational", "vendor", "product", "serial", "max_streams",
+                                       "permanent_streams", "optimal_stream_write_size", "stream_granularity_size"],
+                          path: lpath, section: ls)
                 var number: UInt16 = 0
                 if let n = l["number"]?.int, (0...16383).contains(n) {
                     number = UInt16(n)
@@ -297,10 +303,38 @@ public struct ServerConfiguration: Sendable {
                     }
                     return s
                 }
+                func integer(_ key: String, _ range: ClosedRange<Int>) -> Int? {
+                    guard let v = l[key] else { return nil }
+                    guard let n = v.int, range.contains(n) else {
+                        issue("\(lpath).\(key)", "must be an integer from \(range.lowerBound) to \(range.upperBound)",
+                              section: ls, key: key)
+                        return nil
+                    }
+                    return n
+                }
+                var streams: StreamSettings?
+                let maximumStreams = integer("max_streams", 0...64)
+                let permanentStreams = integer("permanent_streams", 0...64)
+                let optimalWrite = integer("optimal_stream_write_size", 0...65535)
+                let granularity = integer("stream_granularity_size", 0...Int(UInt32.max))
+                if maximumStreams == nil && (permanentStreams != nil || optimalWrite != nil || granularity != nil) {
+                    issue("\(lpath).max_streams", "required with the other stream keys", section: ls, key: "max_streams")
+                } else if let maximumStreams, maximumStreams > 0 {
+                    if (permanentStreams ?? 0) > maximumStreams {
+                        issue("\(lpath).permanent_streams", "must not exceed max_streams (\(maximumStreams))",
+                              section: ls, key: "permanent_streams")
+                    } else {
+                        streams = StreamSettings(maximumStreams: UInt16(maximumStreams),
+                                                 permanentStreams: UInt16(permanentStreams ?? 0),
+                                                 optimalStreamWriteSize: UInt16(optimalWrite ?? 0),
+                                                 streamGranularitySize: UInt32(granularity ?? 0))
+                    }
+                }
                 luns.append(LUNDefinition(
                     number: number, path: path, byteCount: size, blockSize: blockSize, cache: cache,
                     readOnly: flag("read_only"), thinProvisioned: flag("thin"), nonRotational: flag("non_rotational"),
-                    vendor: text("vendor", max: 8), product: text("product", max: 16), serialNumber: text("serial", max: 64)))
+                    vendor: text("vendor", max: 8), product: text("product", max: 16), serialNumber: text("serial", max: 64),
+                    streams: streams))
             }
             targets.append(TargetDefinition(name: name, alias: t["alias"]?.string, portalGroupTag: tpgt,
                                             luns: luns.sorted { $0.number < $1.number }))
