@@ -21,6 +21,8 @@
 #   CONFORMANCE_URL      test this already-running target instead (iscsi://HOST:PORT/IQN/LUN);
 #                        nothing is built or started, Docs/ is not written unless --write-docs
 #   CONFORMANCE_DOC / CONFORMANCE_BASELINE   other paths for Docs/conformance.md / the baseline
+#   CONFORMANCE_REVISION the commit the binary was built from, for Docs/conformance.md (with
+#                        TARGET_BIN; default: this checkout's HEAD, flagged if Sources is modified)
 #   SUITE_TIMEOUT / ALL_TIMEOUT   seconds per iscsi-test-cu run (default 600 / 2400)
 # Exit status: 0 = no failure in the required suites and no regression; 1 otherwise;
 # 2 = could not run at all (build failed, target did not come up, tools missing).
@@ -248,8 +250,12 @@ fi
 if [[ $write_docs != 0 ]]; then
     if [[ -n ${CONFORMANCE_URL:-} ]]; then target_text="target \`$CONFORMANCE_URL\`"
     else target_text="target definition \`$CONFIG\`, LUN 0"; fi
-    commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
-    dirty=$(git -C "$ROOT" status --porcelain -- Sources Package.swift 2>/dev/null | head -n 1)
+    if [[ -n ${CONFORMANCE_REVISION:-} ]]; then
+        commit=$CONFORMANCE_REVISION; dirty=""
+    else
+        commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)
+        dirty=$(git -C "$ROOT" status --porcelain -- Sources Package.swift 2>/dev/null | head -n 1)
+    fi
     {
         echo "# libiscsi conformance"
         echo
@@ -292,12 +298,14 @@ if [[ $write_docs != 0 ]]; then
             fi
             if (( all_skip )); then
                 echo
-                echo "<details><summary>Skipped tests</summary>"
+                echo "Skipped, by the reason the suite printed:"
                 echo
-                grep -v '^#' "$LOGS/all.results" | awk -F'\t' '$2 == "SKIP" { printf "%s ", $1 }'
-                echo
-                echo
-                echo "</details>"
+                grep -v '^#' "$LOGS/all.results" | awk -F'\t' '$2 == "SKIP" {
+                        r = $3; sub(/^\[SKIPPED\] */, "", r); if (r == "") r = "(no reason printed)"
+                        if (!(r in list)) order[++k] = r
+                        list[r] = list[r] (list[r] == "" ? "" : ", ") "`" $1 "`" }
+                    END { for (i = 1; i <= k; i++) printf "- %s: %s\n", order[i], list[order[i]] }'
+
             fi
         fi
         if (( ${#TARGET_DEATHS[@]} )); then

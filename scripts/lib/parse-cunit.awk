@@ -1,6 +1,6 @@
 # Parses the console output of libiscsi's iscsi-test-cu (CUnit verbose mode, the default) into
 # one line per test:
-#     SUITE.TEST<TAB>PASS|FAIL|SKIP<TAB>first failure message (FAIL only)
+#     SUITE.TEST<TAB>PASS|FAIL|SKIP<TAB>first failure message (FAIL) or skip reason (SKIP)
 # CUnit prints "  Test: NAME ..." and then the verdict: "passed"/"FAILED" right after the dots
 # when the test printed nothing, otherwise alone on a later line. Text after an immediate verdict
 # belongs to the teardown and does not change it (CUnit does not count it either).
@@ -14,7 +14,8 @@ function flush() {
     if (status == "PASS" && skipped) status = "SKIP"
     if (status == "FAIL" && message == "") message = "FAILED"
     gsub(/\t/, " ", message)
-    printf "%s.%s\t%s\t%s\n", suite, test, status, (status == "FAIL" ? message : "")
+    gsub(/\t/, " ", skipmsg)
+    printf "%s.%s\t%s\t%s\n", suite, test, status, (status == "FAIL" ? message : status == "SKIP" ? skipmsg : "")
     open = 0
 }
 /^Suite: / { flush(); suite = trim(substr($0, 8)); next }
@@ -23,11 +24,11 @@ function flush() {
     line = substr($0, 9)
     dots = index(line, " ...")
     if (dots == 0) { test = trim(line); rest = "" } else { test = trim(substr(line, 1, dots - 1)); rest = substr(line, dots + 4) }
-    open = 1; skipped = 0; message = ""; status = ""
+    open = 1; skipped = 0; message = ""; status = ""; skipmsg = ""
     if (rest ~ /^passed/) status = "PASS"
     else if (rest ~ /^FAILED/) status = "FAIL"
     else {
-        if (rest ~ /\[SKIPPED\]/) skipped = 1
+        if (rest ~ /\[SKIPPED\]/) { skipped = 1; skipmsg = trim(rest) }
         if (rest ~ /\[FAILED\]/) message = trim(rest)
     }
     next
@@ -38,7 +39,7 @@ open && status == "" {
     t = trim($0)
     if (t == "passed") { status = "PASS"; next }
     if (t == "FAILED") { status = "FAIL"; next }
-    if (t ~ /\[SKIPPED\]/) skipped = 1
+    if (t ~ /\[SKIPPED\]/ && !skipped) { skipped = 1; skipmsg = t }
     if (message == "" && t ~ /\[FAILED\]/) message = t
     next
 }
