@@ -201,13 +201,20 @@ struct IntegrationTests {
 
     // MARK: Digests
 
-    @Test("I/O with header digests off and on",
+    @Test("I/O with header digests off and on; the negotiated value is the first one offered",
           arguments: [HeaderDigest.none, .crc32c, .noneOrCRC32C, .crc32cOrNone])
     func headerDigests(_ digest: HeaderDigest) async throws {
         try await withTarget { target in
+            let relay = try Relay(targetPort: target.port)
+            defer { relay.stop() }
             try await onThread("digest \(digest)") { check in
                 let client = try ISCSIClient()
-                try client.login(portal: target.portal, target: integrationIQN, headerDigest: digest)
+                try client.login(portal: relay.portal, target: integrationIQN, headerDigest: digest)
+                // The Login Response must answer with the first value of the initiator's list.
+                let expected = (digest == .crc32c || digest == .crc32cOrNone) ? "CRC32C" : "None"
+                check.expect(relay.targetText.contains("HeaderDigest=\(expected)\n"),
+                             "Login Response should carry HeaderDigest=\(expected); target sent keys: "
+                             + relay.targetText.split(separator: "\n").filter { $0.contains("=") }.joined(separator: " "))
                 _ = try client.inquiry(lun: 0)
                 let data = pattern(seed: 9, count: 1 << 20)
                 try client.write10(lun: 0, lba: 2048, data: data)
@@ -215,6 +222,41 @@ struct IntegrationTests {
                 let small = pattern(seed: 10, count: 512)
                 try client.write10(lun: 1, lba: 5, data: small)
                 check.expectBytes(try client.read10(lun: 1, lba: 5, blocks: 1), small, "1 block, digest \(digest)")
+                try client.logout()
+            }
+        }
+    }
+
+    @Test("A PDU whose header digest does not match is not executed")
+    func corruptedHeaderDigest() async throws {
+        try await withTarget { target in
+            let relay = try Relay(targetPort: target.port)
+            defer { relay.stop() }
+            try await onThread("corrupted header", deadline: 60) { check in
+                let client = try ISCSIClient(timeoutSeconds: 5)
+                try client.login(portal: relay.portal, target: integrationIQN, lun: 0, headerDigest: .crc32c)
+                let original = pattern(seed: 77, count: 512)
+                try client.write10(lun: 0, lba: 300, data: original)
+                // Flip the LBA's low byte in the next command's CDB (BHS byte 32 + 5): a target that
+                // ignored the header digest would write LBA 300 ^ 0xFF = 467 and answer GOOD; it must
+                // detect the mismatch instead and drop the PDU or the connection (ERL 0).
+                relay.corruptNextInitiatorChunk(at: 37)
+                do {
+                    try client.write10(lun: 0, lba: 300, data: pattern(seed: 78, count: 512))
+                    check.record("a WRITE(10) with a corrupted header digest completed GOOD")
+                } catch {
+                    // Expected: connection dropped, reject, or no answer (timeout).
+                }
+            }
+            // Nothing was written anywhere near: a fresh session sees the original block and zeros
+            // at the LBA the corrupted CDB named.
+            try await onThread("after corruption") { check in
+                let client = try ISCSIClient()
+                try client.login(portal: target.portal, target: integrationIQN)
+                check.expectBytes(try client.read10(lun: 0, lba: 300, blocks: 1), pattern(seed: 77, count: 512),
+                                  "LBA 300 must still hold the first write")
+                check.expectBytes(try client.read10(lun: 0, lba: 300 ^ 0xFF, blocks: 1),
+                                  [UInt8](repeating: 0, count: 512), "LBA 467 (the corrupted CDB's) must be untouched")
                 try client.logout()
             }
         }
