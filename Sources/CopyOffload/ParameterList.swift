@@ -132,6 +132,19 @@ public struct BlockToBlockSegment: Sendable, Equatable {
     public var destinationLBA: UInt64
     public var sourceByteOffset: UInt16
     public var destinationByteOffset: UInt16
+
+    public init(sourceIndex: UInt16, destinationIndex: UInt16, destinationCount: Bool, cat: Bool, length: Length,
+                sourceLBA: UInt64, destinationLBA: UInt64, sourceByteOffset: UInt16, destinationByteOffset: UInt16) {
+        self.sourceIndex = sourceIndex
+        self.destinationIndex = destinationIndex
+        self.destinationCount = destinationCount
+        self.cat = cat
+        self.length = length
+        self.sourceLBA = sourceLBA
+        self.destinationLBA = destinationLBA
+        self.sourceByteOffset = sourceByteOffset
+        self.destinationByteOffset = destinationByteOffset
+    }
 }
 
 public struct SegmentDescriptor: Sendable, Equatable {
@@ -143,6 +156,11 @@ public struct SegmentDescriptor: Sendable, Equatable {
     /// Byte offset of the descriptor in the parameter list.
     public var offset: Int
     public var kind: Kind
+
+    public init(offset: Int, kind: Kind) {
+        self.offset = offset
+        self.kind = kind
+    }
     public var typeCode: UInt8 {
         switch kind {
         case .blockToBlock(let segment):

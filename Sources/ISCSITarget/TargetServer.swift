@@ -4,9 +4,11 @@
 // runs on a thread pool, never on an event loop.
 //
 import BlockStores
+import CopyOffload
 import Foundation
 import ISCSIEngine
 import ISCSIWire
+import SCSIStreams
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
@@ -154,6 +156,8 @@ public final class TargetServer: @unchecked Sendable {
         threadPool.start()
         var devices: [String: SCSITargetDevice] = [:]
         try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
+        // Every LUN of the process, so EXTENDED COPY can copy between targets.
+        let copyUnits = CopyUnitRegistry()
         for target in configuration.targets {
             var units: [LogicalUnitConfiguration] = []
             var stores: [UInt16: any BlockStore] = [:]
@@ -181,10 +185,15 @@ public final class TargetServer: @unchecked Sendable {
                 if let s = lun.serialNumber { unit.serialNumber = s }
                 units.append(unit)
             }
-            devices[target.name] = SCSITargetDevice(
+            let copyOffload = CopyOffloadExtension(targetName: target.name, registry: copyUnits)
+            let streams = StreamsExtension(settings: Dictionary(uniqueKeysWithValues: target.luns.compactMap { lun in
+                lun.streams.map { (lun.number, $0) } }))
+            let device = SCSITargetDevice(
                 configuration: TargetDeviceConfiguration(targetName: target.name, targetPortGroupTag: target.portalGroupTag,
                                                          logicalUnits: units),
-                stores: stores)
+                stores: stores, extensions: [copyOffload, streams])
+            copyOffload.register(device: device, stores: stores)
+            devices[target.name] = device
         }
         let context = TargetContext(configuration: configuration, devices: devices, threadPool: threadPool, logger: logger)
         let bootstrap = ServerBootstrap(group: group)

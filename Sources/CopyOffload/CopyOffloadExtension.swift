@@ -1,0 +1,159 @@
+//
+// Copy offload as a SCSI device extension: the commands, VPD page 0x8F and the INQUIRY 3PC
+// bit, over one `CopyManager` per target.
+//
+//   EXTENDED COPY (LID1)          83h/00h  blocking: runs on the thread pool, in chunks
+//   EXTENDED COPY (LID4)          83h/01h  blocking
+//   COPY OPERATION ABORT          83h/1Ch
+//   RECEIVE COPY STATUS (LID1)    84h/00h
+//   RECEIVE COPY OPERATING PARAMETERS 84h/03h
+//   RECEIVE COPY FAILURE DETAILS  84h/04h
+//   RECEIVE COPY STATUS (LID4)    84h/05h
+//
+// RECEIVE COPY DATA (84h/01h, 06h) is not offered: no segment type that holds data is
+// implemented, and the held data limit is 0.
+//
+import NIOCore
+import SCSI
+
+public final class CopyOffloadExtension: SCSIDeviceExtension {
+    public let manager: CopyManager
+    public let targetName: String
+
+    /// - Parameters:
+    ///   - targetName: the target whose device this extension is installed in.
+    ///   - registry: every logical unit of the process (shared by all targets' extensions).
+    public init(targetName: String, registry: CopyUnitRegistry, limits: CopyLimits = CopyLimits(),
+                mover: CopyMover? = nil, clock: @escaping @Sendable () -> NIODeadline = { .now() }) {
+        self.targetName = targetName
+        self.manager = CopyManager(registry: registry, limits: limits, mover: mover, clock: clock)
+    }
+
+    /// Registers the device's logical units with the process-wide registry, with the
+    /// designators their Device Identification pages report. Call once the device is built.
+    public func register(device: SCSITargetDevice, stores: [UInt16: any BlockStore]) {
+        let probe = ITNexus(initiatorPortName: "copy-manager,i,0x000000000000",
+                            targetPortName: device.configuration.targetPortName, id: UInt64.max)
+        for lu in device.configuration.logicalUnits {
+            guard let store = stores[lu.number] else { continue }
+            let lunField = lu.number < 256 ? UInt64(lu.number) << 48 : UInt64(0x4000 | lu.number) << 48
+            let inquiry = SCSICommand(lunField: lunField, cdb: [0x12, 0x01, 0x83, 0x10, 0x00, 0x00],
+                                      expectedDataTransferLength: 0x1000, direction: .toInitiator, nexus: probe)
+            var designators: [Designator] = []
+            if case .complete(let response) = device.prepare(inquiry), response.status == .good,
+               let data = response.dataIn {
+                designators = Designator.parseList(Array(data.readableBytesView))
+            }
+            let blockCount = min(lu.blockCount, store.byteCount / UInt64(lu.blockSize))
+            self.manager.registry.register(CopyUnit(
+                id: CopyUnitID(targetName: self.targetName, lun: lu.number), designators: designators,
+                blockSize: lu.blockSize, blockCount: blockCount, store: store, isReadOnly: lu.readOnly))
+        }
+        device.nexusDidClose(probe)
+    }
+
+    func unitID(_ context: CommandContext) -> CopyUnitID {
+        CopyUnitID(targetName: self.targetName, lun: context.lu.number)
+    }
+
+    // MARK: SCSIDeviceExtension
+
+    public var commandDescriptors: [CommandDescriptor] {
+        let extendedCopyUsage: [UInt8] = [0x83, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0x00]
+        let lid1ListUsage: [UInt8] = [0x84, 0x1F, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0x00]
+        let lid4ListUsage: [UInt8] = [0x84, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0x00]
+        return [
+            CommandDescriptor(0x83, serviceAction: 0x00, "EXTENDED COPY(LID1)", usage: extendedCopyUsage,
+                              direction: .dataOut, flags: [.modifiesUnderPersistentReservation], timeouts: (30, 600),
+                              handler: { [unowned self] in try self.extendedCopy($0, format: .lid1) }),
+            CommandDescriptor(0x83, serviceAction: 0x01, "EXTENDED COPY(LID4)", usage: extendedCopyUsage,
+                              direction: .dataOut, flags: [.modifiesUnderPersistentReservation], timeouts: (30, 600),
+                              handler: { [unowned self] in try self.extendedCopy($0, format: .lid4) }),
+            CommandDescriptor(0x83, serviceAction: 0x1C, "COPY OPERATION ABORT",
+                              usage: [0x83, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x00],
+                              flags: [.allowedUnderReservation],
+                              handler: { [unowned self] in try self.copyOperationAbort($0) }),
+            CommandDescriptor(0x84, serviceAction: 0x00, "RECEIVE COPY STATUS(LID1)", usage: lid1ListUsage,
+                              direction: .dataIn, flags: [.allowedUnderReservation],
+                              handler: { [unowned self] in try self.receiveCopyResults($0, listID: UInt32($0.cdb[2])) }),
+            CommandDescriptor(0x84, serviceAction: 0x03, "RECEIVE COPY OPERATING PARAMETERS", usage: lid1ListUsage,
+                              direction: .dataIn, flags: [.allowedUnderReservation],
+                              handler: { [unowned self] in try self.receiveCopyResults($0, listID: 0) }),
+            CommandDescriptor(0x84, serviceAction: 0x04, "RECEIVE COPY FAILURE DETAILS(LID1)", usage: lid1ListUsage,
+                              direction: .dataIn, flags: [.allowedUnderReservation],
+                              handler: { [unowned self] in try self.receiveCopyResults($0, listID: UInt32($0.cdb[2])) }),
+            CommandDescriptor(0x84, serviceAction: 0x05, "RECEIVE COPY STATUS(LID4)", usage: lid4ListUsage,
+                              direction: .dataIn, flags: [.allowedUnderReservation],
+                              handler: { [unowned self] in
+                                  let cdb = $0.cdb
+                                  let listID = UInt32(cdb[2]) << 24 | UInt32(cdb[3]) << 16 | UInt32(cdb[4]) << 8 | UInt32(cdb[5])
+                                  return try self.receiveCopyResults($0, listID: listID)
+                              }),
+        ]
+    }
+
+    public func vpdPageCodes(for unit: LogicalUnit) -> [UInt8] { [0x8F] }
+
+    public func vpdPage(_ pageCode: UInt8, for unit: LogicalUnit) -> [UInt8]? {
+        pageCode == 0x8F ? self.manager.thirdPartyCopyDescriptors() : nil
+    }
+
+    /// Standard INQUIRY byte 5 bit 3: 3PC.
+    public func standardInquiryBits(for unit: LogicalUnit?) -> [Int: UInt8] {
+        unit == nil ? [:] : [5: 0x08]
+    }
+
+    public func nexusDidClose(_ nexus: ITNexus) {
+        self.manager.nexusLost(nexus)
+    }
+
+    // MARK: Handlers
+
+    private static func parameterListLength(_ cdb: [UInt8]) -> Int {
+        Int(UInt32(cdb[10]) << 24 | UInt32(cdb[11]) << 16 | UInt32(cdb[12]) << 8 | UInt32(cdb[13]))
+    }
+
+    func extendedCopy(_ context: CommandContext, format: ExtendedCopyFormat) throws -> CommandOutcome {
+        let length = Self.parameterListLength(context.cdb)
+        guard length > 0 else { return .complete(.good) }
+        let unit = self.unitID(context)
+        let nexus = context.nexus
+        let manager = self.manager
+        return .execute(wantsDataOut: true, mayBlock: true) { dataOut in
+            var list: [UInt8] = []
+            if let dataOut {
+                let count = min(length, dataOut.readableBytes)
+                list = dataOut.getBytes(at: dataOut.readerIndex, length: count) ?? []
+            }
+            do throws(CopyError) {
+                try manager.extendedCopy(list, format: format, unit: unit, nexus: nexus)
+            } catch {
+                throw error.scsiError
+            }
+            return .good
+        }
+    }
+
+    func copyOperationAbort(_ context: CommandContext) throws -> CommandOutcome {
+        let cdb = context.cdb
+        let listID = UInt32(cdb[2]) << 24 | UInt32(cdb[3]) << 16 | UInt32(cdb[4]) << 8 | UInt32(cdb[5])
+        do throws(CopyError) {
+            try self.manager.abort(listID: listID, unit: self.unitID(context), nexus: context.nexus)
+        } catch {
+            throw error.scsiError
+        }
+        return .complete(.good)
+    }
+
+    func receiveCopyResults(_ context: CommandContext, listID: UInt32) throws -> CommandOutcome {
+        let allocationLength = Self.parameterListLength(context.cdb)
+        let data: [UInt8]
+        do throws(CopyError) {
+            data = try self.manager.receiveCopyResults(serviceAction: context.cdb[1] & 0x1F, listID: listID,
+                                                        unit: self.unitID(context), nexus: context.nexus)
+        } catch {
+            throw error.scsiError
+        }
+        return .complete(.parameterData(data, allocationLength: allocationLength))
+    }
+}
