@@ -5,7 +5,7 @@
 #   3. builds the release binary once and runs the libiscsi conformance suite against it
 #      (scripts/conformance.sh);
 #   4. runs the Linux-initiator guest suite with the same binary (Tests/Guest/run.sh; it installs
-#      QEMU and the guest kernels itself).
+#      QEMU and the guest kernels itself), then its self-test against a deliberately faulty target.
 # Every stage runs even when an earlier one failed. Ends with a summary whose last line is
 # "N passed, N failed" (all stages summed); exits non-zero when anything failed.
 #
@@ -149,6 +149,29 @@ else
     note="exit status $guest_rc"
     if [[ $guest_rc != 0 && $gf == 0 ]]; then gf=1; note+=" without a counted failure (harness could not run)"; fi
     record guest "$gp" "$gf" "$note"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The harness must notice a target that loses data: run the suite once against the target with
+# a deliberate fault (the last Data-In of large READs dropped); the self-test passes only if
+# the suite fails. Its inner "N passed, N failed" lines stay in the log.
+banner "guest harness self-test (Tests/Guest/selftest.sh)"
+if [[ ${SKIP_GUEST:-0} == 1 ]]; then
+    record "guest selftest" 0 0 "SKIPPED (SKIP_GUEST=1) -- NOT RUN"
+elif [[ ! -f Tests/Guest/selftest.sh ]]; then
+    echo "ERROR: Tests/Guest/selftest.sh is missing"
+    record "guest selftest" 0 1 "Tests/Guest/selftest.sh missing"
+else
+    selftest_log="$LOGS/guest-selftest.log"
+    bash Tests/Guest/selftest.sh > "$selftest_log" 2>&1
+    selftest_rc=$?
+    grep -E '^harness self-test:' "$selftest_log" | tail -n 2
+    if [[ $selftest_rc == 0 ]]; then
+        record "guest selftest" 1 0 "the suite failed against the faulty target, as it must"
+    else
+        tail -n 30 "$selftest_log"
+        record "guest selftest" 0 1 "exit status $selftest_rc (log: $selftest_log)"
+    fi
 fi
 
 # ---------------------------------------------------------------------------------------------
