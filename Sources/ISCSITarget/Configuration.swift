@@ -243,7 +243,7 @@ public struct ServerConfiguration: Sendable {
                 }
                 checkKeys(l, allowed: ["number", "file", "size", "block_size", "cache", "read_only", "thin",
                                        "non_rotational", "vendor", "product", "serial", "max_streams",
-                                       "permanent_streams", "optimal_stream_write_size", "stream_granularity_size"],
+                                       "permanent_streams", "optimal_stream_write_size", "stream_granularity_size", "write_stream_32"],
                           path: lpath, section: ls)
                 var number: UInt16 = 0
                 if let n = l["number"]?.int, (0...16383).contains(n) {
@@ -317,7 +317,9 @@ public struct ServerConfiguration: Sendable {
                 let permanentStreams = integer("permanent_streams", 0...64)
                 let optimalWrite = integer("optimal_stream_write_size", 0...65535)
                 let granularity = integer("stream_granularity_size", 0...Int(UInt32.max))
-                if maximumStreams == nil && (permanentStreams != nil || optimalWrite != nil || granularity != nil) {
+                let writeStream32 = flag("write_stream_32")
+                if maximumStreams == nil && (permanentStreams != nil || optimalWrite != nil || granularity != nil
+                                             || l["write_stream_32"] != nil) {
                     issue("\(lpath).max_streams", "required with the other stream keys", section: ls, key: "max_streams")
                 } else if let maximumStreams, maximumStreams > 0 {
                     if (permanentStreams ?? 0) > maximumStreams {
@@ -327,7 +329,8 @@ public struct ServerConfiguration: Sendable {
                         streams = StreamSettings(maximumStreams: UInt16(maximumStreams),
                                                  permanentStreams: UInt16(permanentStreams ?? 0),
                                                  optimalStreamWriteSize: UInt16(optimalWrite ?? 0),
-                                                 streamGranularitySize: UInt32(granularity ?? 0))
+                                                 streamGranularitySize: UInt32(granularity ?? 0),
+                                                 writeStream32: writeStream32)
                     }
                 }
                 luns.append(LUNDefinition(

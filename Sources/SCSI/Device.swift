@@ -81,8 +81,11 @@ public final class SCSITargetDevice: SCSIDevice {
                     throw SCSIError.writeProtected
                 }
                 if !descriptor.isOffered(unit.configuration) {
-                    throw descriptor.serviceAction == nil
-                        ? SCSIError.invalidCommandOperationCode : SCSIError.invalidFieldInCDB(byte: 1, bit: 4)
+                    switch (descriptor.serviceAction, ServiceActionField.forOpcode(descriptor.opcode)) {
+                    case (nil, _): throw SCSIError.invalidCommandOperationCode
+                    case (_, .byte1LowBits): throw SCSIError.invalidFieldInCDB(byte: 1, bit: 4)
+                    case (_, .bytes8And9): throw SCSIError.invalidFieldInCDB(byte: 8, bit: 7)
+                    }
                 }
             }
             let context = CommandContext(device: self, unit: unit, command: command)

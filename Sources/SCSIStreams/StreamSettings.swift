@@ -17,15 +17,20 @@ public struct StreamSettings: Sendable, Equatable {
     public var optimalStreamWriteSize: UInt16
     /// STREAM GRANULARITY SIZE in units of the optimal stream write size (0: not reported).
     public var streamGranularitySize: UInt32
+    /// Offer WRITE STREAM(32) (7Fh/0010h). Off by default: libiscsi's REPORT SUPPORTED
+    /// OPERATION CODES test keeps at most 16 bytes of CDB USAGE DATA and fails on any 32-byte
+    /// command, so the default target does not advertise one.
+    public var writeStream32: Bool
 
     public init(maximumStreams: UInt16 = 8, permanentStreams: UInt16 = 6, optimalStreamWriteSize: UInt16 = 0,
-                streamGranularitySize: UInt32 = 0) {
+                streamGranularitySize: UInt32 = 0, writeStream32: Bool = false) {
         precondition(maximumStreams <= 64, "at most 64 streams (one grouping descriptor per group number)")
         precondition(permanentStreams <= maximumStreams, "more permanent streams than streams")
         self.maximumStreams = maximumStreams
         self.permanentStreams = permanentStreams
         self.optimalStreamWriteSize = optimalStreamWriteSize
         self.streamGranularitySize = streamGranularitySize
+        self.writeStream32 = writeStream32
     }
 
     /// The defaults of the default target: 8 streams, the first 6 permanent, so that the five

@@ -133,6 +133,9 @@ public final class StreamsExtension: SCSIDeviceExtension {
 
     public var commandDescriptors: [CommandDescriptor] {
         let offered: @Sendable (LogicalUnitConfiguration) -> Bool = { [units = self.units] in units[$0.number] != nil }
+        let offered32: @Sendable (LogicalUnitConfiguration) -> Bool = { [units = self.units] in
+            units[$0.number]?.settings.writeStream32 == true
+        }
         let writeFlags: CommandFlags = [.writesMedium, .modifiesUnderPersistentReservation]
         return [
             CommandDescriptor(0x7F, serviceAction: 0x0010, "WRITE STREAM(32)",
@@ -140,7 +143,7 @@ public final class StreamsExtension: SCSIDeviceExtension {
                                       0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
                                       0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
                                       0xFF, 0xFF, 0xFF, 0xFF],
-                              direction: .dataOut, flags: writeFlags, timeouts: (1, 30), offered: offered,
+                              direction: .dataOut, flags: writeFlags, timeouts: (1, 30), offered: offered32,
                               handler: { [self] in try self.writeStream($0, form: .thirtyTwo) }),
             CommandDescriptor(0x9A, "WRITE STREAM(16)",
                               usage: [0x9A, 0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,

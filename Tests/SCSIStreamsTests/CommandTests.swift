@@ -197,6 +197,13 @@ func writeStream32(lba: UInt8, blocks: UInt8, stream: UInt8, group: UInt8 = 0) -
         #expect(stats.groups[0].writeCommands == 1 && stats.groups[0].readCommands == 2)
     }
 
+    @Test func writeStream32IsOptIn() {
+        let h = Harness(.defaultTarget)
+        let response = h.run(writeStream32(lba: 0, blocks: 1, stream: 1), dataOut: [UInt8](repeating: 0, count: 512))
+        #expect(response.senseTriple == [0x05, 0x24, 0x00])  // 7Fh known (service action not offered)
+        #expect(h.run(writeStream16(lba: 0, blocks: 1, stream: 1), dataOut: [UInt8](repeating: 0, count: 512)).status == .good)
+    }
+
     @Test func writeStream32NeedsAdditionalLength18h() {
         var cdb = writeStream32(lba: 0, blocks: 1, stream: 1)
         cdb[7] = 0x10

@@ -24,7 +24,7 @@ struct Harness {
     let streams: StreamsExtension
     let store: MemoryBlockStore
 
-    init(_ settings: StreamSettings = .defaultTarget, blockCount: UInt64 = 2048) {
+    init(_ settings: StreamSettings = StreamSettings(writeStream32: true), blockCount: UInt64 = 2048) {
         let lu = LogicalUnitConfiguration.derived(targetName: targetName, number: 0, blockCount: blockCount)
         self.store = MemoryBlockStore(byteCount: 512 * blockCount)
         self.streams = StreamsExtension(settings: [0: settings])
