@@ -81,7 +81,7 @@ run sg_write_x --stream=6 --in=/tmp/blk --lba=4098 --num=2 "$sg" || bad "WRITE S
 if run sg_write_x --32 --stream=7 --in=/tmp/blk --lba=4100 --num=2 "$sg"; then
     note "WRITE STREAM(32) went through"
 else
-    note "WRITE STREAM(32) failed (32-byte CDB through SG_IO): $(tail -n 2 /tmp/run.out | tr '\n' ' ')"
+    note "WRITE STREAM(32) refused (not offered unless write_stream_32 = true): $(tail -n 2 /tmp/run.out | tr '\n' ' ')"
 fi
 sync; echo 3 > /proc/sys/vm/drop_caches
 dd if="/dev/$(lun_dev "$l")" bs="$ISCSI_BLOCK_SIZE" skip=4098 count=2 2>/dev/null | cmp -s - /tmp/blk ||
