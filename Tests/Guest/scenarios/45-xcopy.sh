@@ -2,7 +2,7 @@
 # EXTENDED COPY with sg_xcopy (XCOPY LID1): 64 MiB from the first disk to the second with the
 # command sent to the destination and to the source, and 64 MiB within the first disk; every
 # copy is read back with O_DIRECT and its checksum compared with the source's. The 64 MiB at
-# LBA 0 of the first disk (written by 30-direct-io) are only read. sg_copy_results decodes the
+# LBA 0 of the first disk (written by 30-direct-io) are only read (50-relogin checks them). sg_copy_results decodes the
 # operating parameters, the status of a held copy and the failure details of a failed one;
 # sg_vpd decodes the Third-party Copy page.
 . /guest/lib.sh
@@ -16,10 +16,13 @@ sgb=/dev/$(lun_sg "$(second_lun)") || fail "no sg device for LUN $(second_lun)"
 bs=${ISCSI_BLOCK_SIZE:-512}
 count=$((64 * 1024 * 1024 / bs))
 
-# sum DEV OFFSET_MIB : md5 of 64 MiB at OFFSET_MIB, read with O_DIRECT.
-sum() { dd if=/dev/"$1" bs=1M skip="$2" count=64 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1; }
+# sum DEV OFFSET_MIB : md5 of 64 MiB at OFFSET_MIB, read with O_DIRECT (each read takes
+# 10-20 s under TCG: the scenario reads as little as it can).
+sum() { dd if=/dev/"$1" bs=4M skip=$(($2 / 4)) count=16 iflag=direct 2>/dev/null | md5sum | cut -d' ' -f1; }
 
-src=$(sum "$a" 0)
+# The source is what 30-direct-io wrote (its checksum is kept), else whatever is there.
+src=$(cat "$STATE/sum-a" 2>/dev/null) || src=""
+[ -n "$src" ] || src=$(sum "$a" 0)
 note "source: 64 MiB at LBA 0 of /dev/$a ($src)"
 
 t=$(now)
@@ -41,8 +44,6 @@ run sg_xcopy if="$sga" of="$sga" bs="$bs" count="$count" seek=$((2 * count)) ||
 note "xcopy 64 MiB within /dev/$a: $(since "$t") s"
 got=$(sum "$a" 128)
 [ "$got" = "$src" ] || fail "copy within /dev/$a at 128 MiB: $got != $src"
-got=$(sum "$a" 0)
-[ "$got" = "$src" ] || fail "source range of /dev/$a changed: $got != $src"
 
 # RECEIVE COPY RESULTS: operating parameters.
 run sg_copy_results --params "$sga" || fail "sg_copy_results --params failed (exit $rc)"
