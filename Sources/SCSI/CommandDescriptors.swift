@@ -47,7 +47,7 @@ extension SCSITargetDevice {
         CommandDescriptor(0x5E, serviceAction: 0x03, "PERSISTENT RESERVE IN / READ FULL STATUS",
                           usage: [0x5E, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x00],
                           direction: .dataIn, flags: [.allowedUnderReservation], handler: { try persistentReserveIn($0) }),
-    ] + persistentReserveOutDescriptors + blockDescriptors + maintenanceDescriptors
+    ] + persistentReserveOutDescriptors + blockDescriptors + maintenanceDescriptors + sbcCompletionDescriptors
 
     private static let persistentReserveOutDescriptors: [CommandDescriptor] = [
         (0x00, "REGISTER"), (0x01, "RESERVE"), (0x02, "RELEASE"), (0x03, "CLEAR"), (0x04, "PREEMPT"),

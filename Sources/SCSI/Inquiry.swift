@@ -134,6 +134,10 @@ extension SCSITargetDevice {
             body.setBigEndian32(0x8000_0000, at: 28)  // 32–35 UGAVALID, alignment 0
         }
         body.setBigEndian64(lu.maximumWriteSameBlocks, at: 32)  // 36–43
+        body.setBigEndian32(lu.maximumAtomicTransferBlocks, at: 40)  // 44–47 MAXIMUM ATOMIC TRANSFER LENGTH
+        body.setBigEndian32(lu.atomicAlignmentBlocks, at: 44)  // 48–51 ATOMIC ALIGNMENT
+        body.setBigEndian32(lu.atomicGranularityBlocks, at: 48)  // 52–55 ATOMIC TRANSFER LENGTH GRANULARITY
+        // 56–63: no atomic boundaries (MAXIMUM ATOMIC BOUNDARY SIZE 0).
         return body
     }
 
