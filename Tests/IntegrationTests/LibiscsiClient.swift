@@ -281,6 +281,26 @@ final class ISCSIClient: @unchecked Sendable {
     func testUnitReady(lun: Int32) throws {
         try command("TEST UNIT READY", { iscsi_testunitready_sync(context, lun) }) { _ in () }
     }
+
+    /// Any CDB: `dataOut` is sent (write direction) or up to `dataInLength` bytes are read.
+    /// Returns the Data-In bytes; a status other than GOOD throws with the sense key and ASC/ASCQ.
+    func scsiCommand(lun: Int32, cdb: [UInt8], dataOut: [UInt8]? = nil, dataInLength: Int = 0) throws -> [UInt8] {
+        var cdbBytes = cdb
+        var payload = dataOut ?? []
+        let direction: Int32 = dataOut != nil ? Int32(SCSI_XFER_WRITE.rawValue)
+            : dataInLength > 0 ? Int32(SCSI_XFER_READ.rawValue) : Int32(SCSI_XFER_NONE.rawValue)
+        let length = dataOut?.count ?? dataInLength
+        return try payload.withUnsafeMutableBufferPointer { raw in
+            try command(String(format: "CDB %02X", cdb.first ?? 0), {
+                guard let task = cdbBytes.withUnsafeMutableBufferPointer({
+                    scsi_create_task(Int32(cdb.count), $0.baseAddress, direction, Int32(length))
+                }) else { return nil }
+                var data = iscsi_data(size: raw.count, data: raw.baseAddress)
+                if dataOut == nil { return iscsi_scsi_command_sync(context, lun, task, nil) }
+                return iscsi_scsi_command_sync(context, lun, task, &data)
+            }) { task in Self.dataIn(task) }
+        }
+    }
 }
 
 // MARK: Running blocking initiator code

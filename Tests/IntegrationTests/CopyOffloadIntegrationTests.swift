@@ -1,0 +1,163 @@
+// EXTENDED COPY over real iSCSI sessions (libiscsi): a copy between LUNs of two different
+// targets of one process, and (opt-in, XCOPY_BENCHMARK=1) 1 GiB copied with EXTENDED COPY
+// versus read and written back by the initiator over the same session.
+
+import Foundation
+import Testing
+
+/// The first NAA designator (code set, association|type, length, value) of a VPD 0x83 page.
+func naaDesignator(_ page: [UInt8]) -> [UInt8]? {
+    var offset = 4
+    while offset + 4 <= page.count {
+        let length = Int(page[offset + 3])
+        if page[offset + 1] & 0x3F == 0x03 { return Array(page[offset..<(offset + 4 + length)]) }
+        offset += 4 + length
+    }
+    return nil
+}
+
+/// An identification CSCD descriptor (0xE4) for a designator as `naaDesignator` returns it.
+func identificationCSCD(_ designator: [UInt8], blockSize: Int = 512) -> [UInt8] {
+    var d = [UInt8](repeating: 0, count: 32)
+    d[0] = 0xE4
+    d[4] = designator[0] & 0x0F
+    d[5] = designator[1] & 0x3F
+    d[7] = designator[3]
+    d.replaceSubrange(8..<(8 + designator.count - 4), with: designator[4...])
+    d[30] = UInt8(blockSize >> 8); d[31] = UInt8(blockSize & 0xFF)
+    return d
+}
+
+/// A block-to-block (0x02) segment descriptor.
+func blockSegment(source: UInt16, destination: UInt16, blocks: UInt16, sourceLBA: UInt64, destinationLBA: UInt64) -> [UInt8] {
+    var d = [UInt8](repeating: 0, count: 28)
+    d[0] = 0x02; d[3] = 0x18
+    d[4] = UInt8(source >> 8); d[5] = UInt8(source & 0xFF)
+    d[6] = UInt8(destination >> 8); d[7] = UInt8(destination & 0xFF)
+    d[10] = UInt8(blocks >> 8); d[11] = UInt8(blocks & 0xFF)
+    for i in 0..<8 {
+        d[12 + i] = UInt8(truncatingIfNeeded: sourceLBA >> (56 - 8 * UInt64(i)))
+        d[20 + i] = UInt8(truncatingIfNeeded: destinationLBA >> (56 - 8 * UInt64(i)))
+    }
+    return d
+}
+
+/// An EXTENDED COPY (LID1) parameter list and its CDB.
+func extendedCopyLID1(listID: UInt8, usage: UInt8, cscds: [[UInt8]], segments: [[UInt8]]) -> (cdb: [UInt8], list: [UInt8]) {
+    let c = cscds.flatMap { $0 }, s = segments.flatMap { $0 }
+    var list = [UInt8](repeating: 0, count: 16)
+    list[0] = listID; list[1] = usage << 3
+    list[2] = UInt8(c.count >> 8); list[3] = UInt8(c.count & 0xFF)
+    list[8] = UInt8(s.count >> 24); list[9] = UInt8((s.count >> 16) & 0xFF)
+    list[10] = UInt8((s.count >> 8) & 0xFF); list[11] = UInt8(s.count & 0xFF)
+    list += c + s
+    var cdb = [UInt8](repeating: 0, count: 16)
+    cdb[0] = 0x83
+    cdb[10] = UInt8(list.count >> 24); cdb[11] = UInt8((list.count >> 16) & 0xFF)
+    cdb[12] = UInt8((list.count >> 8) & 0xFF); cdb[13] = UInt8(list.count & 0xFF)
+    return (cdb, list)
+}
+
+let vpd83CDB: [UInt8] = [0x12, 0x01, 0x83, 0x01, 0x00, 0x00]
+
+@Suite("EXTENDED COPY over iSCSI", .timeLimit(.minutes(5)))
+struct CopyOffloadIntegrationTests {
+    @Test("A copy sent to one target reads its LUN and writes a LUN of another target of the process")
+    func crossTarget() async throws {
+        try await withTarget { target in
+            try await onThread("cross-target xcopy") { checks in
+                let a = try ISCSIClient()
+                try a.login(portal: target.portal, target: integrationIQN)
+                let b = try ISCSIClient(initiatorName: testInitiatorName + "-b")
+                try b.login(portal: target.portal, target: secondIQN)
+                let data = pattern(seed: 42, count: 1 << 20)
+                try a.write10(lun: 0, lba: 100, data: data)
+                let page = try b.scsiCommand(lun: 0, cdb: vpd83CDB, dataInLength: 256)
+                guard let naa = naaDesignator(page) else { checks.record("no NAA designator"); return }
+                // CSCD 0: the other target's LUN; source: 0xFFFF (the LUN receiving the command).
+                let (cdb, list) = extendedCopyLID1(listID: 3, usage: 0, cscds: [identificationCSCD(naa)],
+                                                   segments: [blockSegment(source: 0xFFFF, destination: 0, blocks: 2048,
+                                                                           sourceLBA: 100, destinationLBA: 8)])
+                _ = try a.scsiCommand(lun: 0, cdb: cdb, dataOut: list)
+                checks.expect(try b.read10(lun: 0, lba: 8, blocks: 2048) == data, "copied data differs")
+                // RECEIVE COPY STATUS (LID1), list 3: completed, 1 segment, 1 MiB.
+                let status = try a.scsiCommand(lun: 0, cdb: [0x84, 0x00, 3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 12, 0, 0],
+                                               dataInLength: 12)
+                checks.expect(status == [0, 0, 0, 8, 0x01, 0, 1, 0, 0, 0x10, 0, 0], "status \(status)")
+                try a.logout(); try b.logout()
+            }
+        }
+    }
+
+    static let benchmarkDefinition = """
+        [server]
+        listen = "127.0.0.1:0"
+        state_dir = "state"
+
+        [[target]]
+        name = "\(integrationIQN)"
+        portal_group = 1
+
+          [[target.lun]]
+          number = 0
+          file = "bench-lun0.img"
+          size = "1GiB"
+          block_size = 512
+          cache = "write-back"
+
+          [[target.lun]]
+          number = 1
+          file = "bench-lun1.img"
+          size = "1GiB"
+          block_size = 512
+          cache = "write-back"
+        """
+
+    @Test("Benchmark: 1 GiB by EXTENDED COPY versus read and write over the same session",
+          .enabled(if: ProcessInfo.processInfo.environment["XCOPY_BENCHMARK"] == "1"), .timeLimit(.minutes(10)))
+    func benchmark() async throws {
+        try await withTarget(toml: Self.benchmarkDefinition) { target in
+            try await onThread("xcopy benchmark", deadline: 580) { checks in
+                let client = try ISCSIClient()
+                try client.login(portal: target.portal, target: integrationIQN)
+                let chunk = 1 << 20, total = 1 << 30, blocksPerChunk = chunk / 512
+                // Fill the source with data (so neither side copies holes).
+                for i in 0..<(total / chunk) {
+                    try client.write10(lun: 0, lba: UInt32(i * blocksPerChunk), data: pattern(seed: UInt32(i), count: chunk))
+                }
+                let page = try client.scsiCommand(lun: 1, cdb: vpd83CDB, dataInLength: 256)
+                guard let destination = naaDesignator(page) else { checks.record("no NAA designator"); return }
+                // EXTENDED COPY: LUN 0 (0xFFFF) → LUN 1, 0x02 segments of up to 65535 blocks.
+                var segments: [[UInt8]] = []
+                var lba: UInt64 = 0
+                let blocks = UInt64(total / 512)
+                while lba < blocks {
+                    let n = UInt16(min(65535, blocks - lba))
+                    segments.append(blockSegment(source: 0xFFFF, destination: 0, blocks: n, sourceLBA: lba, destinationLBA: lba))
+                    lba += UInt64(n)
+                }
+                let (cdb, list) = extendedCopyLID1(listID: 1, usage: 2, cscds: [identificationCSCD(destination)],
+                                                   segments: segments)
+                let t0 = Date()
+                _ = try client.scsiCommand(lun: 0, cdb: cdb, dataOut: list)
+                let xcopySeconds = Date().timeIntervalSince(t0)
+                // The initiator reads LUN 0 and writes LUN 1 at offset 0 again, 1 MiB at a time.
+                let t1 = Date()
+                for i in 0..<(total / chunk) {
+                    let lba = UInt32(i * blocksPerChunk)
+                    let data = try client.read10(lun: 0, lba: lba, blocks: blocksPerChunk)
+                    try client.write10(lun: 1, lba: lba, data: data)
+                }
+                let hostSeconds = Date().timeIntervalSince(t1)
+                for i in [0, 511, 1023] {
+                    checks.expect(try client.read10(lun: 1, lba: UInt32(i * blocksPerChunk), blocks: blocksPerChunk)
+                                  == pattern(seed: UInt32(i), count: chunk), "chunk \(i) differs")
+                }
+                let ratio = hostSeconds / xcopySeconds
+                print(String(format: "XCOPY-BENCHMARK 1 GiB: extended copy %.3f s (%.0f MiB/s), read+write %.3f s (%.0f MiB/s), ratio %.1f",
+                             xcopySeconds, 1024 / xcopySeconds, hostSeconds, 1024 / hostSeconds, ratio))
+                try client.logout()
+            }
+        }
+    }
+}
