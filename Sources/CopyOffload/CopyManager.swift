@@ -64,7 +64,7 @@ public final class CopyManager: Sendable {
                     do throws(MoveError) {
                         let moved = try self.mover.move(
                             from: source.store, at: sourceOffset, to: destination.store, at: destinationOffset,
-                            length: length, durable: !destination.writeCacheEnabled(),
+                            length: length, durable: !destination.writeCacheEnabled,
                             shouldStop: { tracked && self.table.withLock { $0.isAbortRequested(key) } },
                             progress: { moved in
                                 guard tracked else { return }

@@ -52,8 +52,14 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
         device.nexusDidClose(probe)
     }
 
+    /// The addressed logical unit's registry identity. The first command that reaches a
+    /// logical unit also teaches the registry how to read its WCE (sg_xcopy, for one, asks
+    /// both ends for their operating parameters before copying).
     func unitID(_ context: CommandContext) -> CopyUnitID {
-        CopyUnitID(targetName: self.targetName, lun: context.lu.number)
+        let lu = context.lu
+        let id = CopyUnitID(targetName: self.targetName, lun: lu.number)
+        self.manager.registry.unit(id)?.attachDevice(writeCache: { [weak lu] in lu?.writeCacheEnabled ?? true })
+        return id
     }
 
     // MARK: SCSIDeviceExtension

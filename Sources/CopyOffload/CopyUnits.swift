@@ -44,7 +44,7 @@ public final class CopyUnit: Sendable {
     public let store: any BlockStore
     public let isReadOnly: Bool
     /// Whether writes may stay in a volatile cache (WCE); false: copies write durably.
-    let writeCacheEnabled: @Sendable () -> Bool
+    private let writeCacheProbe: Mutex<(read: @Sendable () -> Bool, fromDevice: Bool)>
     private let statisticsState = Mutex(CopyStatistics())
 
     public init(id: CopyUnitID, designators: [Designator], blockSize: Int, blockCount: UInt64, store: any BlockStore,
@@ -55,7 +55,17 @@ public final class CopyUnit: Sendable {
         self.blockCount = blockCount
         self.store = store
         self.isReadOnly = isReadOnly
-        self.writeCacheEnabled = writeCacheEnabled
+        self.writeCacheProbe = Mutex((writeCacheEnabled, false))
+    }
+
+    /// The current WCE of the logical unit (copies to it are made durable when it is off).
+    public var writeCacheEnabled: Bool { self.writeCacheProbe.withLock { $0.read }() }
+
+    /// Reads WCE from the device's logical unit from now on (set once; later calls are ignored).
+    public func attachDevice(writeCache probe: @escaping @Sendable () -> Bool) {
+        self.writeCacheProbe.withLock { state in
+            if !state.fromDevice { state = (probe, true) }
+        }
     }
 
     public var byteCount: UInt64 { self.blockCount * UInt64(self.blockSize) }
