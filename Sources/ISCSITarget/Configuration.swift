@@ -4,6 +4,7 @@
 // Parsing collects every problem it finds, each with its key path and, where the source
 // shows it, its line, so that `iscsi-target check-config` can list them all at once.
 //
+import CopyOffload
 import Foundation
 import SCSI
 import SCSIStreams
@@ -59,6 +60,8 @@ public struct TargetDefinition: Sendable {
     public var alias: String?
     public var portalGroupTag: UInt16
     public var luns: [LUNDefinition]
+    /// EXTENDED COPY limits of this target's copy manager (table `[target.copy]`).
+    public var copyLimits = CopyLimits()
 }
 
 public struct ServerConfiguration: Sendable {
@@ -166,6 +169,41 @@ public struct ServerConfiguration: Sendable {
             }
         }
 
+        /// `[target.copy]`: EXTENDED COPY limits (see Docs/copy-offload.md).
+        func parseCopyLimits(_ copy: TOMLTable, path: String, section: LineLocator.Section) -> CopyLimits {
+            checkKeys(copy, allowed: ["max_cscd_descriptors", "max_segment_descriptors", "max_descriptor_list_length",
+                                      "max_segment_length", "max_concurrent_copies", "held_results_seconds"],
+                      path: path, section: section)
+            func integer(_ key: String, _ range: ClosedRange<Int>) -> Int? {
+                guard let v = copy[key] else { return nil }
+                guard let n = v.int, range.contains(n) else {
+                    issue("\(path).\(key)", "must be an integer from \(range.lowerBound) to \(range.upperBound)",
+                          section: section, key: key)
+                    return nil
+                }
+                return n
+            }
+            var limits = CopyLimits()
+            if let n = integer("max_cscd_descriptors", 1...2048) { limits.maximumCSCDCount = n }
+            if let n = integer("max_segment_descriptors", 1...4096) { limits.maximumSegmentCount = n }
+            if let n = integer("max_descriptor_list_length", 64...65535) { limits.maximumDescriptorListLength = n }
+            if let n = integer("max_concurrent_copies", 1...255) {
+                limits.maximumConcurrentCopies = UInt8(n)
+                limits.totalConcurrentCopies = UInt16(n)
+            }
+            if let n = integer("held_results_seconds", 1...3600) { limits.heldResultsLifetime = Int64(n) }
+            if let v = copy["max_segment_length"] {
+                let bytes = v.int.map { UInt64(max(0, $0)) } ?? v.string.flatMap(parseSize)
+                if let bytes, bytes <= UInt64(UInt32.max) {
+                    limits.maximumSegmentLength = UInt32(bytes)
+                } else {
+                    issue("\(path).max_segment_length", "must be bytes or a size such as \"256MiB\" below 4GiB (0: no limit)",
+                          section: section, key: "max_segment_length")
+                }
+            }
+            return limits
+        }
+
         checkKeys(root, allowed: ["server", "target"], path: "", section: .root)
         let server = root["server"]?.table
         if root["server"] != nil && server == nil { issue("server", "must be a table") }
@@ -214,7 +252,7 @@ public struct ServerConfiguration: Sendable {
                 issue(tpath, "must be a table", section: section)
                 continue
             }
-            checkKeys(t, allowed: ["name", "alias", "portal_group", "lun"], path: tpath, section: section)
+            checkKeys(t, allowed: ["name", "alias", "portal_group", "lun", "copy"], path: tpath, section: section)
             let name = t["name"]?.string ?? ""
             if name.isEmpty {
                 issue("\(tpath).name", "required", section: section)
@@ -228,6 +266,14 @@ public struct ServerConfiguration: Sendable {
             if let v = t["portal_group"] {
                 if let n = v.int, (1...65535).contains(n) { tpgt = UInt16(n) } else {
                     issue("\(tpath).portal_group", "must be an integer from 1 to 65535", section: section, key: "portal_group")
+                }
+            }
+            var copyLimits = CopyLimits()
+            if let value = t["copy"] {
+                if let copy = value.table {
+                    copyLimits = parseCopyLimits(copy, path: "\(tpath).copy", section: section)
+                } else {
+                    issue("\(tpath).copy", "must be a table", section: section, key: "copy")
                 }
             }
             var luns: [LUNDefinition] = []
@@ -341,6 +387,7 @@ public struct ServerConfiguration: Sendable {
             }
             targets.append(TargetDefinition(name: name, alias: t["alias"]?.string, portalGroupTag: tpgt,
                                             luns: luns.sorted { $0.number < $1.number }))
+            targets[targets.count - 1].copyLimits = copyLimits
         }
         if !issues.isEmpty {
             throw ConfigurationError(issues: issues.sorted { ($0.line ?? 0) < ($1.line ?? 0) }, source: source)

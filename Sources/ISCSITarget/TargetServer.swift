@@ -185,7 +185,7 @@ public final class TargetServer: @unchecked Sendable {
                 if let s = lun.serialNumber { unit.serialNumber = s }
                 units.append(unit)
             }
-            let copyOffload = CopyOffloadExtension(targetName: target.name, registry: copyUnits)
+            let copyOffload = CopyOffloadExtension(targetName: target.name, registry: copyUnits, limits: target.copyLimits)
             let streams = StreamsExtension(settings: Dictionary(uniqueKeysWithValues: target.luns.compactMap { lun in
                 lun.streams.map { (lun.number, $0) } }))
             let device = SCSITargetDevice(
