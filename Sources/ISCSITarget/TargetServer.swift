@@ -140,6 +140,8 @@ public final class TargetServer: @unchecked Sendable {
     private var context: TargetContext?
     private let lock = NIOLock()
     private var stores: [any BlockStore] = []
+    /// Every LUN of the process as the copy managers see them (copy statistics).
+    private var copyUnits: CopyUnitRegistry?
 
     public init(configuration: ServerConfiguration, logger: Logger = Logger(label: "iscsi-target")) {
         self.configuration = configuration
@@ -195,6 +197,7 @@ public final class TargetServer: @unchecked Sendable {
             copyOffload.register(device: device, stores: stores)
             devices[target.name] = device
         }
+        self.copyUnits = copyUnits
         let context = TargetContext(configuration: configuration, devices: devices, threadPool: threadPool, logger: logger)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -231,6 +234,19 @@ public final class TargetServer: @unchecked Sendable {
     }
 
     /// Stop accepting, close every session, flush every LUN and release resources.
+    /// EXTENDED COPY statistics of every LUN that took part in a copy, for the operator.
+    private func logCopyStatistics() {
+        for unit in copyUnits?.all ?? [] {
+            let stats = unit.statistics
+            guard stats.operations > 0 || stats.bytesRead > 0 || stats.bytesWritten > 0 else { continue }
+            logger.info("copy statistics", metadata: [
+                "iscsi.target": "\(unit.id.targetName)", "scsi.lun": "\(unit.id.lun)",
+                "copy.operations": "\(stats.operations)", "copy.failed": "\(stats.failedOperations)",
+                "copy.bytes_read": "\(stats.bytesRead)", "copy.bytes_written": "\(stats.bytesWritten)",
+            ])
+        }
+    }
+
     public func stop() async throws {
         let (c, ctx) = lock.withLock { (channel, context) }
         try? await c?.close()
@@ -238,6 +254,7 @@ public final class TargetServer: @unchecked Sendable {
             for session in ctx.sessions.allChannels() { try? await session.close() }
         }
         for store in stores { try? store.flush() }
+        self.logCopyStatistics()
         try? await threadPool.shutdownGracefully()
         try await group.shutdownGracefully()
     }
