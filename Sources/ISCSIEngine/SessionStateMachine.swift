@@ -709,6 +709,11 @@ public struct SessionStateMachine: Sendable {
         case .abortTask:
             if tasks[t.referencedTaskTag] != nil {
                 affected = [t.referencedTaskTag]
+                // Tell the device too: a command that waits for a long operation (SANITIZE
+                // with IMMED = 0) stops waiting, so the abort does not wait for the operation.
+                if case .executing = tasks[t.referencedTaskTag]?.phase {
+                    _ = port.taskManagement(function, lun: t.lun)
+                }
             } else if queuedByCmdSN.values.contains(where: {
                 if case .scsiCommand(let c) = $0 { return c.initiatorTaskTag == t.referencedTaskTag }
                 return false

@@ -53,6 +53,10 @@ public struct LUNDefinition: Sendable {
     /// SBC write streams (keys `max_streams`, `permanent_streams`, `optimal_stream_write_size`,
     /// `stream_granularity_size`); nil: the LU has no streams.
     public var streams: StreamSettings? = nil
+    /// Removable medium (key `removable`): INQUIRY RMB, PREVENT ALLOW MEDIUM REMOVAL, START STOP UNIT LOEJ.
+    public var removable: Bool = false
+    /// Minimum duration of a SANITIZE operation in seconds (key `sanitize_seconds`).
+    public var sanitizeSeconds: Int = 0
 }
 
 public struct TargetDefinition: Sendable {
@@ -289,7 +293,8 @@ public struct ServerConfiguration: Sendable {
                 }
                 checkKeys(l, allowed: ["number", "file", "size", "block_size", "cache", "read_only", "thin",
                                        "non_rotational", "vendor", "product", "serial", "max_streams",
-                                       "permanent_streams", "optimal_stream_write_size", "stream_granularity_size", "write_stream_32"],
+                                       "permanent_streams", "optimal_stream_write_size", "stream_granularity_size", "write_stream_32",
+                                       "removable", "sanitize_seconds"],
                           path: lpath, section: ls)
                 var number: UInt16 = 0
                 if let n = l["number"]?.int, (0...16383).contains(n) {
@@ -384,6 +389,8 @@ public struct ServerConfiguration: Sendable {
                     readOnly: flag("read_only"), thinProvisioned: flag("thin"), nonRotational: flag("non_rotational"),
                     vendor: text("vendor", max: 8), product: text("product", max: 16), serialNumber: text("serial", max: 64),
                     streams: streams))
+                luns[luns.count - 1].removable = flag("removable")
+                luns[luns.count - 1].sanitizeSeconds = integer("sanitize_seconds", 0...3600) ?? 0
             }
             targets.append(TargetDefinition(name: name, alias: t["alias"]?.string, portalGroupTag: tpgt,
                                             luns: luns.sorted { $0.number < $1.number }))

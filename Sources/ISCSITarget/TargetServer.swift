@@ -182,6 +182,8 @@ public final class TargetServer: @unchecked Sendable {
                 unit.readOnly = lun.readOnly
                 unit.thinProvisioned = lun.thinProvisioned
                 unit.nonRotational = lun.nonRotational
+                unit.removable = lun.removable
+                unit.sanitizeMinimumSeconds = Double(lun.sanitizeSeconds)
                 if let v = lun.vendor { unit.vendor = v }
                 if let p = lun.product { unit.product = p }
                 if let s = lun.serialNumber { unit.serialNumber = s }

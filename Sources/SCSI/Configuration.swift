@@ -43,6 +43,11 @@ public struct LogicalUnitConfiguration: Sendable, Equatable {
     public var physicalBlockExponent: UInt8
     /// INQUIRY 3PC bit: third-party copy (EXTENDED COPY) support. Off until copy offload exists.
     public var thirdPartyCopy: Bool
+    /// Removable medium: INQUIRY RMB = 1; PREVENT ALLOW MEDIUM REMOVAL and START STOP UNIT
+    /// with LOEJ act on the medium (an ejected medium is "not present" until loaded).
+    public var removable: Bool = false
+    /// A SANITIZE operation lasts at least this long (emulates a drive whose sanitize takes time).
+    public var sanitizeMinimumSeconds: Double = 0
 
     public init(number: UInt16, blockSize: Int = 512, blockCount: UInt64, serialNumber: String,
                 naaIdentifier: [UInt8], vendor: String = "SWIFT", product: String = "ISCSI DISK",

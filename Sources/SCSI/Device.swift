@@ -77,7 +77,8 @@ public final class SCSITargetDevice: SCSIDevice {
                 if unit.isReserved {
                     try unit.checkReservationConflict(descriptor, command: command, nexus: nexus)
                 }
-                if descriptor.flags.contains(.writesMedium) && unit.configuration.readOnly {
+                if let error = unit.sanitizer.termination(for: descriptor) { throw error }
+                if descriptor.flags.contains(.writesMedium) && unit.isWriteProtected {
                     throw SCSIError.writeProtected
                 }
                 if !descriptor.isOffered(unit.configuration) {
@@ -148,8 +149,10 @@ public final class SCSITargetDevice: SCSIDevice {
                                        nexus: ITNexus) -> TaskManagementOutcome {
         switch function {
         case .abortTask, .abortTaskSet, .clearTaskSet:
-            // The device keeps no task set of its own; the transport aborts its tasks.
-            guard self.unit(SCSICommand.lunNumber(of: lunField)) != nil else { return .lunDoesNotExist }
+            // The device keeps no task set of its own; the transport aborts its tasks. A
+            // SANITIZE waiting for its operation stops waiting (the operation continues).
+            guard let unit = self.unit(SCSICommand.lunNumber(of: lunField)) else { return .lunDoesNotExist }
+            unit.sanitizer.detachWaiters()
             return .functionComplete
         case .clearACA:
             return .functionNotSupported
@@ -243,6 +246,7 @@ extension LogicalUnit {
     /// reservation and medium-removal prevention are cleared and mode parameters return to
     /// their defaults. Persistent reservations survive.
     func reset() {
+        self.sanitizer.detachWaiters()
         self.withReservations { state in
             state.reservationHolder = nil
             state.preventingRemoval = []
@@ -251,6 +255,7 @@ extension LogicalUnit {
     }
 
     func nexusLost(_ key: NexusKey) {
+        self.sanitizer.detachWaiters()
         self.withReservations { state in
             if state.reservationHolder == key { state.reservationHolder = nil }
             state.preventingRemoval.remove(key)

@@ -34,6 +34,8 @@ struct ModeParameters: Sendable, Equatable {
     var writeCacheEnabled: Bool
     /// Control page D_SENSE: report sense data in descriptor format.
     var descriptorSense: Bool
+    /// Control page SWP: software write protect (the medium is write-protected until cleared).
+    var softwareWriteProtect: Bool = false
 }
 
 struct LogicalUnitState: Sendable {
@@ -92,6 +94,9 @@ public final class LogicalUnit: Sendable {
 
     private let writeCacheEnabledFlag: Atomic<Bool>
     private let descriptorSenseFlag: Atomic<Bool>
+    private let softwareWriteProtectFlag = Atomic<Bool>(false)
+    /// SANITIZE state: in progress / failed, and the waiters of running operations.
+    public let sanitizer = Sanitizer()
     /// Number of queued unit attentions across all nexuses (fast "nothing pending" check).
     private let pendingUnitAttentionCount = Atomic<Int>(0)
     /// True while a RESERVE(6) or persistent reservation exists.
@@ -111,6 +116,10 @@ public final class LogicalUnit: Sendable {
     public var number: UInt16 { self.configuration.number }
     public var writeCacheEnabled: Bool { self.writeCacheEnabledFlag.load(ordering: .relaxed) }
     public var descriptorSense: Bool { self.descriptorSenseFlag.load(ordering: .relaxed) }
+    /// Read-only by configuration or by the Control mode page SWP bit.
+    public var isWriteProtected: Bool {
+        self.configuration.readOnly || self.softwareWriteProtectFlag.load(ordering: .relaxed)
+    }
     var isReserved: Bool { self.reservedFlag.load(ordering: .acquiring) }
 
     // MARK: Mode parameters
@@ -126,6 +135,7 @@ public final class LogicalUnit: Sendable {
         }
         self.writeCacheEnabledFlag.store(mode.writeCacheEnabled, ordering: .relaxed)
         self.descriptorSenseFlag.store(mode.descriptorSense, ordering: .relaxed)
+        self.softwareWriteProtectFlag.store(mode.softwareWriteProtect, ordering: .relaxed)
         return changed
     }
 

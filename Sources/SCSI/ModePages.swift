@@ -49,6 +49,7 @@ enum ModePage: UInt8, CaseIterable {
         case .control:
             page[2] = 0x02 | (values.descriptorSense ? 0x04 : 0x00)  // GLTSD, D_SENSE; TST = 000b
             page[3] = 0x10  // QUEUE ALGORITHM MODIFIER 1 (unrestricted reordering), QERR 00b
+            page[4] = values.softwareWriteProtect ? 0x08 : 0x00  // SWP
             page.setBigEndian16(0xFFFF, at: 8)  // BUSY TIMEOUT PERIOD: unlimited
         case .informationalExceptions:
             page[2] = 0x08  // DEXCPT: informational exception reporting disabled; MRIE 0
@@ -63,7 +64,9 @@ enum ModePage: UInt8, CaseIterable {
         page[1] = UInt8(self.pageLength)
         switch self {
         case .caching: page[2] = 0x04  // WCE
-        case .control: page[2] = 0x04  // D_SENSE
+        case .control:
+            page[2] = 0x04  // D_SENSE
+            page[4] = 0x08  // SWP
         case .readWriteErrorRecovery, .informationalExceptions: break
         }
         return page
@@ -73,7 +76,9 @@ enum ModePage: UInt8, CaseIterable {
     func apply(_ page: [UInt8], to values: inout ModeParameters) {
         switch self {
         case .caching: values.writeCacheEnabled = page[2] & 0x04 != 0
-        case .control: values.descriptorSense = page[2] & 0x04 != 0
+        case .control:
+            values.descriptorSense = page[2] & 0x04 != 0
+            values.softwareWriteProtect = page[4] & 0x08 != 0
         case .readWriteErrorRecovery, .informationalExceptions: break
         }
     }
@@ -153,7 +158,7 @@ extension SCSITargetDevice {
             }
         }
         // DEVICE-SPECIFIC PARAMETER (SBC-4 §6.5.1): WP, DPOFUA.
-        let deviceSpecific: UInt8 = (unit.configuration.readOnly ? 0x80 : 0x00) | 0x10
+        let deviceSpecific: UInt8 = (unit.isWriteProtected ? 0x80 : 0x00) | 0x10
         var data: [UInt8]
         if tenByte {
             data = [0, 0, 0x00, deviceSpecific, longLBAAccepted && !blockDescriptor.isEmpty ? 0x01 : 0x00, 0, 0, 0]

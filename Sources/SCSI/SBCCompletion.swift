@@ -45,7 +45,7 @@ extension SCSITargetDevice {
         CommandDescriptor(0xB7, "READ DEFECT DATA(12)",
                           usage: [0xB7, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0x00],
                           direction: .dataIn, handler: { try readDefectData($0, twelve: true) }),
-    ]
+    ] + sanitizeDescriptors
 
     // MARK: READ DEFECT DATA
 

@@ -3,6 +3,10 @@ import NIOCore
 import Testing
 @testable import SCSI
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 @Suite struct OrWriteTests {
     func orwrite(lba: UInt64, blocks: UInt32, byte1: UInt8 = 0) -> [UInt8] {
         [0x8B, byte1] + be64(lba) + be32(blocks) + [0, 0]
@@ -140,5 +144,142 @@ import Testing
         #expect(data[1] & 0x07 == 0x03)  // SUPPORT: supported in conformance with the standard
         #expect(Array(data[4..<20]) == [0x9C, 0x18, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
                                         0xFF, 0xFF, 0xFF, 0xFF, 0x1F, 0x00])
+    }
+}
+
+@Suite struct SanitizeTests {
+    func sanitize(_ action: UInt8, immediate: Bool = false, length: UInt16 = 0) -> [UInt8] {
+        [0x48, action | (immediate ? 0x80 : 0), 0, 0, 0, 0, 0, UInt8(length >> 8), UInt8(length & 0xFF), 0]
+    }
+
+    func overwriteList(count: UInt8 = 1, pattern: [UInt8]) -> [UInt8] {
+        [count, 0, UInt8(pattern.count >> 8), UInt8(pattern.count & 0xFF)] + pattern
+    }
+
+    @Test func overwriteRepeatsThePatternOverEveryBlock() {
+        let harness = Harness(blockCount: 64)
+        let list = overwriteList(pattern: [0xA1, 0xB2, 0xC3])
+        let response = harness.run(sanitize(0x01, length: UInt16(list.count)), dataOut: list)
+        #expect(response.status == .good)
+        let expectedBlock = (0..<512).map { [UInt8]([0xA1, 0xB2, 0xC3])[$0 % 3] }
+        #expect(harness.store.snapshot(at: 0, count: 512) == expectedBlock)
+        #expect(harness.store.snapshot(at: 63 * 512, count: 512) == expectedBlock)
+    }
+
+    @Test func overwriteParameterLengthLimits() {
+        let harness = Harness()
+        for length: UInt16 in [0, 4, 517] {
+            let response = harness.run(sanitize(0x01, length: length), dataOut: [UInt8](repeating: 0, count: Int(length)))
+            #expect(response.isCheckCondition(0x05, 0x24, 0x00))
+            #expect(Array(response.sense[15...17]) == [0xCF, 0x00, 0x07])
+        }
+    }
+
+    @Test func overwriteParameterListChecks() {
+        let harness = Harness()
+        let zeroCount = overwriteList(count: 0, pattern: [1, 2, 3, 4])
+        #expect(harness.run(sanitize(0x01, length: 8), dataOut: zeroCount).isCheckCondition(0x05, 0x26, 0x00))
+        let noPattern: [UInt8] = [1, 0, 0, 0, 9, 9, 9, 9]
+        let response = harness.run(sanitize(0x01, length: 8), dataOut: noPattern)
+        #expect(response.isCheckCondition(0x05, 0x26, 0x00))
+        #expect(Array(response.sense[15...17]) == [0x8F, 0x00, 0x02])
+    }
+
+    @Test func blockEraseDeallocatesAThinLU() {
+        let harness = Harness(blockCount: 64, thin: true)
+        harness.run([0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0], dataOut: [UInt8](repeating: 0x61, count: 512))
+        #expect(harness.run(sanitize(0x02)).status == .good)
+        #expect(harness.run([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], edtl: 512).data == [UInt8](repeating: 0, count: 512))
+        #expect(harness.run(sanitize(0x02, length: 8), dataOut: [UInt8](repeating: 0, count: 8))
+            .isCheckCondition(0x05, 0x24, 0x00))
+    }
+
+    @Test func blockEraseIsOfferedOnlyOnThinLUs() {
+        #expect(Harness().run(sanitize(0x02)).isCheckCondition(0x05, 0x24, 0x00))
+    }
+
+    @Test func cryptoEraseZeroesAFullyProvisionedLU() {
+        let harness = Harness(blockCount: 64)
+        harness.run([0x2A, 0, 0, 0, 0, 63, 0, 0, 1, 0], dataOut: [UInt8](repeating: 0x61, count: 512))
+        #expect(harness.run(sanitize(0x03)).status == .good)
+        #expect(harness.store.snapshot(at: 63 * 512, count: 512) == [UInt8](repeating: 0, count: 512))
+    }
+
+    @Test func invalidServiceActionsAndReservedBits() {
+        let harness = Harness()
+        for action: UInt8 in [0x00, 0x04, 0x10, 0x1E] {
+            let response = harness.run(sanitize(action))
+            #expect(response.isCheckCondition(0x05, 0x24, 0x00))
+            #expect(Array(response.sense[15...17]) == [0xCC, 0x00, 0x01])
+        }
+        #expect(harness.run([0x48, 0x43, 0, 0, 0, 0, 0, 0, 0, 0]).isCheckCondition(0x05, 0x24, 0x00))
+        #expect(harness.run([0x48, 0x03, 0, 0, 5, 0, 0, 0, 0, 0]).isCheckCondition(0x05, 0x24, 0x00))
+        #expect(harness.run(sanitize(0x1F)).status == .good)
+        #expect(harness.run(sanitize(0x1F, length: 8), dataOut: [UInt8](repeating: 0, count: 8))
+            .isCheckCondition(0x05, 0x24, 0x00))
+    }
+
+    @Test func readOnlyLUIsWriteProtected() {
+        #expect(Harness(readOnly: true).run(sanitize(0x03)).isCheckCondition(0x07, 0x27, 0x00))
+    }
+
+    @Test func inProgressTerminatesCommandsExceptInquiry() throws {
+        var lu = LogicalUnitConfiguration.derived(targetName: targetName, number: 0, blockCount: 64)
+        lu.sanitizeMinimumSeconds = 0.6
+        let device = SCSITargetDevice(configuration: TargetDeviceConfiguration(targetName: targetName, logicalUnits: [lu]),
+                                      stores: [0: MemoryBlockStore(byteCount: 64 * 512)])
+        func run(_ cdb: [UInt8]) -> SCSIResponse {
+            let command = SCSICommand(lunField: 0, cdb: cdb, expectedDataTransferLength: 96, direction: .toInitiator,
+                                      nexus: nexus())
+            switch device.prepare(command) {
+            case .complete(let response): return response
+            case .ready(let prepared): return device.execute(prepared, dataOut: nil)
+            }
+        }
+        #expect(run(sanitize(0x03, immediate: true)).status == .good)
+        let tur = run([0x00, 0, 0, 0, 0, 0])
+        #expect(tur.isCheckCondition(0x02, 0x04, 0x1B))
+        #expect(tur.sense[15] == 0x80)  // SKSV: progress indication
+        #expect(run([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]).isCheckCondition(0x02, 0x04, 0x1B))
+        #expect(run([0x12, 0, 0, 0, 96, 0]).status == .good)
+        // A LU reset does not stop the operation.
+        #expect(device.taskManagement(.logicalUnitReset, lunField: 0, nexus: nexus()) == .functionComplete)
+        #expect(run([0x00, 0, 0, 0, 0, 0]).isCheckCondition(0x06, 0x29, 0x00))
+        #expect(run([0x00, 0, 0, 0, 0, 0]).isCheckCondition(0x02, 0x04, 0x1B))
+        var waited = 0
+        while run([0x00, 0, 0, 0, 0, 0]).status != .good && waited < 300 {
+            usleep(10_000)
+            waited += 1
+        }
+        #expect(run([0x00, 0, 0, 0, 0, 0]).status == .good)
+    }
+
+    @Test func reportedPerServiceActionInSupportedOperationCodes() {
+        // Reporting option 2 (opcode + service action): SANITIZE / OVERWRITE, usage data.
+        let data = Harness().run([0xA3, 0x0C, 0x02, 0x48, 0x00, 0x01, 0, 0, 0x01, 0, 0, 0], edtl: 256).data
+        #expect(data[1] & 0x07 == 0x03)
+        #expect(Array(data[4..<14]) == [0x48, 0xBF, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x00])
+    }
+}
+
+@Suite struct SoftwareWriteProtectTests {
+    @Test func swpIsChangeableAndProtectsTheMedium() {
+        let harness = Harness()
+        // MODE SENSE(6) changeable values of the Control page: SWP in byte 4.
+        let changeable = harness.run([0x1A, 0x08, 0x4A, 0, 255, 0], edtl: 255).data
+        #expect(Array(changeable[4..<9]) == [0x0A, 0x0A, 0x04, 0x00, 0x08])
+        let current = harness.run([0x1A, 0x08, 0x0A, 0, 255, 0], edtl: 255).data
+        var page = Array(current[4...])
+        page[4] |= 0x08
+        let list: [UInt8] = [0, 0, 0, 0] + page
+        #expect(harness.run([0x15, 0x10, 0, 0, UInt8(list.count), 0], dataOut: list).status == .good)
+        #expect(harness.run([0x1A, 0x08, 0x0A, 0, 255, 0], edtl: 255).data[2] & 0x80 == 0x80)  // WP
+        #expect(harness.run([0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0], dataOut: [UInt8](repeating: 1, count: 512))
+            .isCheckCondition(0x07, 0x27, 0x00))
+        #expect(harness.run([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], edtl: 512).status == .good)
+        // A LU reset restores the default (SWP = 0).
+        _ = harness.device.taskManagement(.logicalUnitReset, lunField: 0, nexus: nexus())
+        _ = harness.run([0x00, 0, 0, 0, 0, 0])
+        #expect(harness.run([0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0], dataOut: [UInt8](repeating: 1, count: 512)).status == .good)
     }
 }
