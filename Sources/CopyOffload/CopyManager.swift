@@ -22,6 +22,20 @@ public final class CopyManager: Sendable {
     let mover: CopyMover
     let clock: @Sendable () -> NIODeadline
     let table: Mutex<CopyOperationTable>
+    /// Every copy running now, tracked list ID or not, so task management can stop it.
+    let running = Mutex<[UInt64: RunningCopy]>([:])
+    let nextCopyNumber = Atomic<UInt64>(0)
+
+    struct RunningCopy: Sendable {
+        var initiatorPort: String
+        var targetPort: String
+        var unit: CopyUnitID
+        var stop: StopFlag
+    }
+
+    final class StopFlag: Sendable {
+        let raised = Atomic<Bool>(false)
+    }
 
     public init(registry: CopyUnitRegistry, limits: CopyLimits = CopyLimits(), mover: CopyMover? = nil,
                 clock: @escaping @Sendable () -> NIODeadline = { .now() }) {
@@ -56,6 +70,13 @@ public final class CopyManager: Sendable {
         }
         var segmentsDone = 0
         var bytesDone: UInt64 = 0
+        let stop = StopFlag()
+        let number = self.nextCopyNumber.wrappingAdd(1, ordering: .relaxed).newValue
+        self.running.withLock {
+            $0[number] = RunningCopy(initiatorPort: nexus.initiatorPortName, targetPort: nexus.targetPortName,
+                                     unit: unitID, stop: stop)
+        }
+        defer { _ = self.running.withLock { $0.removeValue(forKey: number) } }
         do throws(CopyError) {
             let plan = try self.plan(list, receiving: receiving)
             for (index, step) in plan.enumerated() {
@@ -65,7 +86,10 @@ public final class CopyManager: Sendable {
                         let moved = try self.mover.move(
                             from: source.store, at: sourceOffset, to: destination.store, at: destinationOffset,
                             length: length, durable: !destination.writeCacheEnabled,
-                            shouldStop: { tracked && self.table.withLock { $0.isAbortRequested(key) } },
+                            shouldStop: {
+                                stop.raised.load(ordering: .relaxed)
+                                    || (tracked && self.table.withLock { $0.isAbortRequested(key) })
+                            },
                             progress: { moved in
                                 guard tracked else { return }
                                 self.table.withLock {
@@ -216,7 +240,28 @@ public final class CopyManager: Sendable {
     /// I_T nexus loss: held results are freed, running copies stop at their next chunk.
     public func nexusLost(_ nexus: ITNexus) {
         self.table.withLock { $0.nexusLost(initiatorPort: nexus.initiatorPortName, targetPort: nexus.targetPortName) }
+        self.stopCopies { initiator, target, _ in
+            initiator == nexus.initiatorPortName && target == nexus.targetPortName
+        }
     }
+
+    /// Stops (at their next chunk) the running copies `matching` (initiator port, target port,
+    /// receiving LU) selects, with or without a list ID: ABORT TASK SET, CLEAR TASK SET, resets.
+    /// Returns how many were asked to stop.
+    @discardableResult
+    public func stopCopies(matching: (String, String, CopyUnitID) -> Bool) -> Int {
+        self.running.withLock { running in
+            var count = 0
+            for copy in running.values where matching(copy.initiatorPort, copy.targetPort, copy.unit) {
+                copy.stop.raised.store(true, ordering: .relaxed)
+                count += 1
+            }
+            return count
+        }
+    }
+
+    /// Copies running now (statistics, tests).
+    public var runningCopies: Int { self.running.withLock { $0.count } }
 
     /// Frees expired held results (also done lazily by every command).
     public func expire() {

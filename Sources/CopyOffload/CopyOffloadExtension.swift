@@ -113,6 +113,29 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
         self.manager.nexusLost(nexus)
     }
 
+    /// ABORT TASK SET / CLEAR TASK SET stop this nexus's copies on the LU; LOGICAL UNIT RESET
+    /// every copy the LU received; target resets every copy of this target. ABORT TASK does not
+    /// name a list ID, so it cannot single out a copy here: the transport drops the task and
+    /// the copy runs to its end (its results, if held, stay readable).
+    public func taskManagement(_ function: TaskManagementFunction, lun: UInt16?, nexus: ITNexus) {
+        let target = self.targetName
+        switch function {
+        case .abortTaskSet, .clearTaskSet:
+            guard let lun else { return }
+            self.manager.stopCopies { initiator, port, unit in
+                initiator == nexus.initiatorPortName && port == nexus.targetPortName
+                    && unit == CopyUnitID(targetName: target, lun: lun)
+            }
+        case .logicalUnitReset:
+            guard let lun else { return }
+            self.manager.stopCopies { _, _, unit in unit == CopyUnitID(targetName: target, lun: lun) }
+        case .targetWarmReset, .targetColdReset:
+            self.manager.stopCopies { _, _, unit in unit.targetName == target }
+        case .abortTask, .clearACA:
+            break
+        }
+    }
+
     // MARK: Handlers
 
     private static func parameterListLength(_ cdb: [UInt8]) -> Int {
