@@ -77,7 +77,7 @@ public final class SCSITargetDevice: SCSIDevice {
                 if unit.isReserved {
                     try unit.checkReservationConflict(descriptor, command: command, nexus: nexus)
                 }
-                if let error = unit.sanitizer.termination(for: descriptor) { throw error }
+                if let error = unit.mediumTermination(for: descriptor) { throw error }
                 if descriptor.flags.contains(.writesMedium) && unit.isWriteProtected {
                     throw SCSIError.writeProtected
                 }

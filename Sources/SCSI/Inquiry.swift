@@ -53,7 +53,7 @@ extension SCSITargetDevice {
         let lu = unit?.configuration ?? self.configuration.logicalUnits.first
         var data: [UInt8] = []
         data.append(unit == nil ? 0x7F : 0x00)  // PQ 000b / PDT 00h direct access block device
-        data.append(0x00)  // RMB 0
+        data.append(lu?.removable == true && unit != nil ? 0x80 : 0x00)  // RMB
         data.append(0x06)  // VERSION: SPC-4
         data.append(0x12)  // NORMACA 0, HISUP 1, RESPONSE DATA FORMAT 2
         data.append(96 - 5)  // ADDITIONAL LENGTH

@@ -97,6 +97,10 @@ public final class LogicalUnit: Sendable {
     private let softwareWriteProtectFlag = Atomic<Bool>(false)
     /// SANITIZE state: in progress / failed, and the waiters of running operations.
     public let sanitizer = Sanitizer()
+    /// Removable LUs: whether the medium is loaded (START STOP UNIT with LOEJ changes it).
+    private let mediumPresentFlag = Atomic<Bool>(true)
+    public var isMediumPresent: Bool { self.mediumPresentFlag.load(ordering: .acquiring) }
+    func setMediumPresent(_ present: Bool) { self.mediumPresentFlag.store(present, ordering: .releasing) }
     /// Number of queued unit attentions across all nexuses (fast "nothing pending" check).
     private let pendingUnitAttentionCount = Atomic<Int>(0)
     /// True while a RESERVE(6) or persistent reservation exists.

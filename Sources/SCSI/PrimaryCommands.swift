@@ -53,14 +53,29 @@ extension SCSITargetDevice {
         return first + [0, 0, 0, 0, 0, 0]
     }
 
-    /// START STOP UNIT (SBC-4 §5.25): accepted; the medium never stops being ready, and a
-    /// non-removable LU cannot eject.
+    /// START STOP UNIT (SBC-4 §5.25): a removable LU ejects and loads its medium with LOEJ
+    /// (see RemovableMedium.swift); otherwise accepted, and the medium never stops being ready.
     static func startStopUnit(_ context: CommandContext) throws -> CommandOutcome {
         let cdb = context.cdb
         let powerCondition = cdb[4] >> 4
         let noFlush = cdb[4] & 0x04 != 0
         let start = cdb[4] & 0x01 != 0
+        let loadEject = cdb[4] & 0x02 != 0
         let unit = context.lu
+        // A removable medium is ejected (START = 0) or loaded (START = 1) with LOEJ, unless an
+        // I_T nexus prevents removal; with a power condition, START and LOEJ are ignored.
+        if unit.configuration.removable && powerCondition == 0 && loadEject {
+            if unit.isRemovalPrevented { throw SCSIError(.illegalRequest, .mediumRemovalPrevented) }
+            if !start {
+                return .execute(wantsDataOut: false, mayBlock: true) { _ in
+                    try unit.store.flush()
+                    unit.setMediumPresent(false)
+                    return .good
+                }
+            }
+            unit.setMediumPresent(true)
+            return .complete(.good)
+        }
         // Stopping (power condition 0, START = 0) flushes the cache unless NO_FLUSH.
         if powerCondition == 0 && !start && !noFlush {
             return .execute(wantsDataOut: false, mayBlock: true) { _ in
@@ -71,8 +86,8 @@ extension SCSITargetDevice {
         return .complete(.good)
     }
 
-    /// PREVENT ALLOW MEDIUM REMOVAL (SBC-4 §5.13): recorded per I_T nexus, otherwise no effect
-    /// (the medium is not removable).
+    /// PREVENT ALLOW MEDIUM REMOVAL (SBC-4 §5.13): recorded per I_T nexus; on a removable LU any
+    /// preventing nexus makes START STOP UNIT with LOEJ fail with MEDIUM REMOVAL PREVENTED.
     static func preventAllowMediumRemoval(_ context: CommandContext) throws -> CommandOutcome {
         let prevent = context.cdb[4] & 0x03
         let key = NexusKey(context.nexus)

@@ -283,3 +283,76 @@ import Glibc
         #expect(harness.run([0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0], dataOut: [UInt8](repeating: 1, count: 512)).status == .good)
     }
 }
+
+@Suite struct RemovableMediumTests {
+    struct Removable {
+        let device: SCSITargetDevice
+        init() {
+            var lu = LogicalUnitConfiguration.derived(targetName: targetName, number: 0, blockCount: 64)
+            lu.removable = true
+            self.device = SCSITargetDevice(configuration: TargetDeviceConfiguration(targetName: targetName, logicalUnits: [lu]),
+                                           stores: [0: MemoryBlockStore(byteCount: 64 * 512)])
+        }
+
+        func run(_ cdb: [UInt8], nexus: ITNexus = nexus()) -> SCSIResponse {
+            let command = SCSICommand(lunField: 0, cdb: cdb, expectedDataTransferLength: cdb[0] == 0x12 ? 96 : 0,
+                                      direction: cdb[0] == 0x12 ? .toInitiator : .none, nexus: nexus)
+            switch device.prepare(command) {
+            case .complete(let response): return response
+            case .ready(let prepared): return device.execute(prepared, dataOut: nil)
+            }
+        }
+    }
+
+    static let tur: [UInt8] = [0x00, 0, 0, 0, 0, 0]
+    static let eject: [UInt8] = [0x1B, 0, 0, 0, 0x02, 0]
+    static let load: [UInt8] = [0x1B, 0, 0, 0, 0x03, 0]
+    static let prevent: [UInt8] = [0x1E, 0, 0, 0, 0x01, 0]
+    static let allow: [UInt8] = [0x1E, 0, 0, 0, 0x00, 0]
+
+    @Test func inquiryReportsRMB() {
+        #expect(Removable().run([0x12, 0, 0, 0, 96, 0]).data[1] == 0x80)
+        #expect(Harness().run([0x12, 0, 0, 0, 96, 0], edtl: 96).data[1] == 0x00)
+    }
+
+    @Test func ejectAndLoad() {
+        let lu = Removable()
+        #expect(lu.run(Self.eject).status == .good)
+        #expect(lu.run(Self.tur).isCheckCondition(0x02, 0x3A, 0x00))
+        #expect(lu.run([0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]).isCheckCondition(0x02, 0x3A, 0x00))
+        #expect(lu.run([0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0]).isCheckCondition(0x02, 0x3A, 0x00))
+        #expect(lu.run([0x12, 0, 0, 0, 96, 0]).status == .good)
+        #expect(lu.run(Self.load).status == .good)
+        #expect(lu.run(Self.tur).status == .good)
+    }
+
+    @Test func powerConditionIgnoresLoej() {
+        let lu = Removable()
+        #expect(lu.run([0x1B, 0, 0, 0, 0x12, 0]).status == .good)
+        #expect(lu.run(Self.tur).status == .good)
+    }
+
+    @Test func preventionBlocksEjectFromEveryNexusUntilAllowedOrLost() {
+        let lu = Removable()
+        lu.device.nexusDidOpen(nexus())
+        #expect(lu.run(Self.prevent).status == .good)
+        let blocked = lu.run(Self.eject, nexus: nexus(2))
+        #expect(blocked.isCheckCondition(0x05, 0x53, 0x02))
+        #expect(lu.run(Self.load).isCheckCondition(0x05, 0x53, 0x02))
+        #expect(lu.run(Self.allow).status == .good)
+        #expect(lu.run(Self.eject).status == .good)
+        #expect(lu.run(Self.prevent).status == .good)
+        lu.device.nexusDidClose(nexus())  // I_T nexus loss clears its prevention
+        #expect(lu.run(Self.load).status == .good)
+        #expect(lu.run(Self.tur).status == .good)
+    }
+}
+
+@Suite struct SynchronizeCacheSyncNVTests {
+    @Test func syncNVIsAccepted() {
+        let harness = Harness()
+        #expect(harness.run([0x35, 0x06, 0, 0, 0, 0, 0, 0, 1, 0]).status == .good)
+        #expect(harness.run([0x91, 0x04, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0]).status == .good)
+        #expect(harness.run([0x35, 0x08, 0, 0, 0, 0, 0, 0, 1, 0]).isCheckCondition(0x05, 0x24, 0x00))
+    }
+}
