@@ -4,18 +4,26 @@
 #   1. each required suite in its own process (any failure there fails this script);
 #   2. the whole ALL family once in one process, with the same LU given twice so that the
 #      MultipathIO suite runs (its result is compared with Docs/conformance-baseline.txt:
-#      a test that passed in the baseline and fails now is a regression and fails this script).
+#      a test that passed in the baseline and fails now is a regression and fails this script);
+#   3. the conformance LUNs (Targets/conformance.toml: thin, 4096-byte, read-only, removable),
+#      served by a second target process: `iscsi-test-cu -d -S --test=ALL URL URL` against each
+#      (SANITIZE allowed). Any failure fails this script, and so does any skip that is not on
+#      the documented list ALLOWED_SKIPS below. Sanitize.Reset is run again on its own with
+#      one URL: with two URLs the suite leaves the second session's RESERVE(6) from
+#      Sanitize.Reservations in place, and Sanitize.Reset's first TEST UNIT READY then
+#      rightly gets RESERVATION CONFLICT (a defect of the suite, not of the target).
 # Writes Docs/conformance.md (tables with date and libiscsi version) every run; writes
 # Docs/conformance-baseline.txt ("SUITE.TEST PASS|FAIL|SKIP", from the ALL run) with
 # --update-baseline, or when it does not exist yet.
 # A test that prints "[SKIPPED]" counts as skipped here, although CUnit counts it as passed.
 #
-#   scripts/conformance.sh [--update-baseline] [--skip-build] [--no-all] [--suites A,B,...]
+#   scripts/conformance.sh [--update-baseline] [--skip-build] [--no-all] [--no-luns] [--suites A,B,...]
 #
 # Environment:
 #   SCRATCH_PATH         swift build scratch path (default: SwiftPM's .build)
 #   TARGET_BIN           use this iscsi-target binary instead of building one
 #   CONFORMANCE_CONFIG   target definition (default Targets/default.toml)
+#   CONFORMANCE_LUN_CONFIG   definition of the conformance LUNs (default Targets/conformance.toml)
 #   CONFORMANCE_LOGS     directory for logs (default: a new directory under /tmp, kept)
 #   CONFORMANCE_RESULT   if set, a file that receives "passed=N failed=N skipped=N" for scripts/test.sh
 #   CONFORMANCE_URL      test this already-running target instead (iscsi://HOST:PORT/IQN/LUN);
@@ -35,12 +43,13 @@ PARSER="$ROOT/scripts/lib/parse-cunit.awk"
 REQUIRED_SUITES=(Inquiry TestUnitReady ReadCapacity10 ReadCapacity16 Read6 Read10 Read12 Read16
                  Write10 Write12 Write16 ModeSense6 Verify10 Verify16 iSCSIResiduals iSCSIcmdsn)
 
-update_baseline=0; skip_build=0; run_all=1; write_docs=1
+update_baseline=0; skip_build=0; run_all=1; write_docs=1; run_luns=1
 while (($#)); do
     case $1 in
         --update-baseline) update_baseline=1 ;;
         --skip-build) skip_build=1 ;;
         --no-all) run_all=0 ;;
+        --no-luns) run_luns=0 ;;
         --suites) shift; IFS=, read -r -a REQUIRED_SUITES <<< "$1" ;;
         --write-docs) write_docs=2 ;;
         -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
@@ -50,6 +59,7 @@ while (($#)); do
 done
 
 CONFIG=${CONFORMANCE_CONFIG:-Targets/default.toml}
+LUN_CONFIG=${CONFORMANCE_LUN_CONFIG:-Targets/conformance.toml}
 SUITE_TIMEOUT=${SUITE_TIMEOUT:-600}
 ALL_TIMEOUT=${ALL_TIMEOUT:-2400}
 BASELINE=${CONFORMANCE_BASELINE:-$ROOT/Docs/conformance-baseline.txt}
@@ -246,6 +256,108 @@ if [[ $run_all == 1 ]]; then
 fi
 
 # ---------------------------------------------------------------------------------------------
+# 3. The conformance LUNs (-S), each with its own ALL run; skips must be on this list.
+# "TEST-GLOB|MESSAGE-GLOB|reason": a test may be skipped only when it printed a matching
+# [SKIPPED] message, and the reason says why that cannot apply to the LUN's configuration.
+ALLOWED_SKIPS=(
+    "*|*LBPPB < 2*|the LUNs have no physical block larger than the logical block (LBPPB = 1)"
+    "*|*Logical unit is fully provisioned*|thin-provisioning tests need a thin LUN"
+    "Unmap.VPD|*UNMAP is not implemented*|UNMAP is offered on thin-provisioned LUNs only"
+    "WriteSame1[06].ZeroBlocks|*does not support 0-blocks*|WSNZ = 1: WRITE SAME of 0 blocks is INVALID FIELD IN CDB, not \"to the end\""
+    "PreventAllow.*|*not removable*|only the removable LUN has a removable medium"
+    "StartStopUnit.Simple|*not removable*|only the removable LUN has a removable medium"
+    "ReadOnly.ReadOnlySBC|*not write-protected*|only the read-only LUN is write-protected"
+    "Sanitize.*|*BLOCK_ERASE is not implemented according to REPORT_SUPPORTED_OPCODES*|SANITIZE BLOCK ERASE is offered on thin LUNs only (and is only part of these tests)"
+    "Sanitize.*|*CRYPTO_ERASE is not implemented according to REPORT_SUPPORTED_OPCODES*|SANITIZE CRYPTOGRAPHIC ERASE is offered on thin LUNs only"
+)
+# Suites not run on a read-only LUN: they write to the LU to set up or to check their result,
+# which a write-protected LU refuses (DATA PROTECT); ReadOnly checks every write command instead.
+WRITES_MEDIUM_SUITES=" CompareAndWrite ExtendedCopy OrWrite ProutReserve ReceiveCopyResults Sanitize Write10 Write12
+    Write16 WriteAtomic16 WriteSame10 WriteSame16 WriteVerify10 WriteVerify12 WriteVerify16 iSCSIResiduals iSCSITMF
+    MultipathIO iSCSIdatasn "
+allowed_skip() {  # TEST MESSAGE -> prints the reason, status 0 when allowed
+    local entry test_glob rest message_glob
+    for entry in "${ALLOWED_SKIPS[@]}"; do
+        test_glob=${entry%%|*}; rest=${entry#*|}; message_glob=${rest%%|*}
+        # shellcheck disable=SC2053
+        if [[ $1 == $test_glob && $2 == $message_glob ]]; then printf '%s' "${rest#*|}"; return 0; fi
+    done
+    return 1
+}
+LUN_ROWS=(); LUN_FAILURES=(); LUN_BAD_SKIPS=(); LUN_SKIP_NOTES=(); LUN_NOTES=()
+lun_pass=0; lun_fail=0; lun_skip=0; luns_ran=0
+if [[ $run_luns == 1 && -z ${CONFORMANCE_URL:-} ]]; then
+    if [[ ! -f $LUN_CONFIG ]]; then
+        die "no conformance LUN definition $LUN_CONFIG"
+    fi
+    say "conformance LUNs: stopping the default target, serving $LUN_CONFIG"
+    cleanup; SERVER_PID=""
+    CONFIG=$LUN_CONFIG
+    IQN=$(awk '/^[[:space:]]*\[\[target\]\]/ { t = 1; next }
+               t && /^[[:space:]]*name[[:space:]]*=/ { split($0, q, "\""); print q[2]; exit }' "$CONFIG")
+    STATE_DIR=$(mktemp -d /tmp/iscsi-conformance-luns.XXXXXX)
+    # LUN table rows "number<TAB>file<TAB>size<TAB>read_only<TAB>block_size<TAB>thin<TAB>removable".
+    awk -F'=' 'function val(s) { sub(/#.*/, "", s); gsub(/[ \t"]/, "", s); return s }
+        function emit() { if (inlun) printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n, f, sz, ro, bs, th, rm }
+        /^[[:space:]]*\[/ { emit(); inlun = ($0 ~ /\[\[target\.lun\]\]/); n = f = sz = ""; ro = th = rm = "false"; bs = 512; next }
+        inlun && $1 ~ /^[[:space:]]*number[[:space:]]*$/ { n = val($2) }
+        inlun && $1 ~ /^[[:space:]]*file[[:space:]]*$/ { f = val($2) }
+        inlun && $1 ~ /^[[:space:]]*size[[:space:]]*$/ { sz = val($2) }
+        inlun && $1 ~ /^[[:space:]]*read_only[[:space:]]*$/ { ro = val($2) }
+        inlun && $1 ~ /^[[:space:]]*block_size[[:space:]]*$/ { bs = val($2) }
+        inlun && $1 ~ /^[[:space:]]*thin[[:space:]]*$/ { th = val($2) }
+        inlun && $1 ~ /^[[:space:]]*removable[[:space:]]*$/ { rm = val($2) }
+        END { emit() }' "$CONFIG" > "$LOGS/luns.tsv"
+    # A read-only LUN's backing file must exist: create it (sparse) in the throw-away state directory.
+    while IFS=$'\t' read -r n f sz ro _; do
+        [[ $ro == true && $f != /* ]] && truncate -s "$sz" "$STATE_DIR/$f"
+    done < "$LOGS/luns.tsv"
+    start_target || die "the conformance-LUN target did not start; last lines of its log:$(printf '\n'; tail -n 20 "$LOGS/target.log")"
+    say "target (pid $SERVER_PID) serving $CONFIG on 127.0.0.1:$PORT"
+    while IFS=$'\t' read -r n f sz ro bs th rm; do
+        lun_url="iscsi://127.0.0.1:$PORT/$IQN/$n"
+        traits="$bs-byte blocks"; [[ $th == true ]] && traits+=", thin"; [[ $ro == true ]] && traits+=", read-only"
+        [[ $rm == true ]] && traits+=", removable"
+        selection=ALL
+        if [[ $ro == true ]]; then
+            selection=$(iscsi-test-cu -l 2>/dev/null | awk -F. -v skip="$WRITES_MEDIUM_SUITES" '
+                BEGIN { gsub(/[[:space:]]+/, " ", skip) }
+                NF == 2 && $1 == "ALL" && index(skip, " " $2 " ") == 0 { printf "%s%s", sep, "ALL." $2; sep = "," }')
+            LUN_NOTES+=("LUN $n is read-only: the suites that write to the LU are not run there ($(echo $WRITES_MEDIUM_SUITES))")
+        fi
+        say "LUN $n ($traits): -S --test=$([[ $selection == ALL ]] && echo ALL || echo "ALL minus the suites that write") with two URLs"
+        run_cu "lun$n" "$ALL_TIMEOUT" -S --test="$selection" "$lun_url" "$lun_url"
+        if [[ $ro == true ]]; then
+            grep -v '^#' "$LOGS/lun$n.results" > "$LOGS/lun$n.final"
+        else
+            run_cu "lun$n-sanitize-reset" "$SUITE_TIMEOUT" -S --test=ALL.Sanitize.Reset "$lun_url"
+            # The one-URL Sanitize.Reset result replaces the two-URL one.
+            reset_line=$(grep -v '^#' "$LOGS/lun$n-sanitize-reset.results" | awk -F'\t' '$1 == "Sanitize.Reset"')
+            { grep -v '^#' "$LOGS/lun$n.results" | awk -F'\t' '$1 != "Sanitize.Reset"'
+              [[ -n $reset_line ]] && printf '%s\n' "$reset_line"; } > "$LOGS/lun$n.final"
+            [[ -z $reset_line ]] && printf 'Sanitize.Reset\tFAIL\tthe one-URL run produced no result\n' >> "$LOGS/lun$n.final"
+        fi
+        read -r p fl sk < <(counts "$LOGS/lun$n.final")
+        if (( p + fl + sk == 0 )); then fl=1; LUN_FAILURES+=("LUN $n: no results (see $LOGS/lun$n.log)"); fi
+        while IFS=$'\t' read -r t st msg; do
+            if [[ $st == FAIL ]]; then LUN_FAILURES+=("LUN $n $t: $msg")
+            elif [[ $st == SKIP ]]; then
+                if reason=$(allowed_skip "$t" "$msg"); then LUN_SKIP_NOTES+=("LUN $n|$t|$reason")
+                else LUN_BAD_SKIPS+=("LUN $n $t: $msg"); fi
+            fi
+        done < "$LOGS/lun$n.final"
+        lun_pass=$((lun_pass + p)); lun_fail=$((lun_fail + fl)); lun_skip=$((lun_skip + sk)); luns_ran=$((luns_ran + 1))
+        LUN_ROWS+=("$n|$traits|$p|$fl|$sk")
+        printf '[conformance] LUN %-3s %3d passed %3d failed %3d skipped (%s)\n' "$n" "$p" "$fl" "$sk" "$traits"
+        if ! kill -0 "$SERVER_PID" 2>/dev/null; then
+            wait "$SERVER_PID" 2>/dev/null; TARGET_DEATHS+=("conformance LUN $n (exit status $?)")
+            say "TARGET DIED during LUN $n; restarting it"
+            start_target || die "the conformance-LUN target could not be restarted"
+        fi
+    done < "$LOGS/luns.tsv"
+fi
+
+# ---------------------------------------------------------------------------------------------
 # Docs/conformance.md
 if [[ $write_docs != 0 ]]; then
     if [[ -n ${CONFORMANCE_URL:-} ]]; then target_text="target \`$CONFORMANCE_URL\`"
@@ -308,6 +420,42 @@ if [[ $write_docs != 0 ]]; then
 
             fi
         fi
+        if (( luns_ran )); then
+            echo
+            echo "## Conformance LUNs (\`$LUN_CONFIG\`, \`-S --test=ALL URL URL\` per LUN)"
+            echo
+            echo "SANITIZE allowed (\`-S\`). Sanitize.Reset is counted from a second, one-URL run: with two URLs the"
+            echo "suite leaves the second session's RESERVE(6) from Sanitize.Reservations in place, so its first"
+            echo "TEST UNIT READY rightly gets RESERVATION CONFLICT."
+            for x in "${LUN_NOTES[@]}"; do echo; echo "$x."; done
+            echo
+            echo "| LUN | configuration | passed | failed | skipped |"
+            echo "|---|---|---:|---:|---:|"
+            for row in "${LUN_ROWS[@]}"; do
+                IFS='|' read -r n traits p fl sk <<< "$row"
+                echo "| $n | $traits | $p | $fl | $sk |"
+            done
+            echo "| **total** | | **$lun_pass** | **$lun_fail** | **$lun_skip** |"
+            if (( ${#LUN_FAILURES[@]} )); then
+                echo
+                echo "Failures:"
+                for x in "${LUN_FAILURES[@]}"; do echo "- $x"; done
+            fi
+            if (( ${#LUN_BAD_SKIPS[@]} )); then
+                echo
+                echo "Skips not on the documented list (each fails the run):"
+                for x in "${LUN_BAD_SKIPS[@]}"; do echo "- $x"; done
+            fi
+            if (( ${#LUN_SKIP_NOTES[@]} )); then
+                echo
+                echo "Skipped, with the documented reason (list: \`ALLOWED_SKIPS\` in \`scripts/conformance.sh\`):"
+                echo
+                printf '%s\n' "${LUN_SKIP_NOTES[@]}" | awk -F'|' '
+                    { key = $2 "|" $3; if (!(key in luns)) order[++k] = key
+                      luns[key] = luns[key] (luns[key] == "" ? "" : ", ") $1 }
+                    END { for (i = 1; i <= k; i++) { split(order[i], a, "|"); printf "- `%s` (%s): %s\n", a[1], luns[order[i]], a[2] } }'
+            fi
+        fi
         if (( ${#TARGET_DEATHS[@]} )); then
             echo
             echo "**The target process died during:** ${TARGET_DEATHS[*]}"
@@ -339,11 +487,24 @@ if [[ $run_all == 1 ]]; then
     (( ${#NEWFAIL[@]} )) && { say "failing, not in the baseline as PASS (not a regression):"; for x in "${NEWFAIL[@]}"; do say "  $x"; done; }
     (( ${#FIXED[@]} )) && { say "failed in the baseline, no longer fail (consider --update-baseline):"; for x in "${FIXED[@]}"; do say "  $x"; done; }
 fi
+if (( luns_ran )); then
+    say "conformance LUNs: $lun_pass passed, $lun_fail failed, $lun_skip skipped ($luns_ran LUNs)"
+    if (( ${#LUN_FAILURES[@]} )); then
+        status=1; say "FAILURES on the conformance LUNs:"; for x in "${LUN_FAILURES[@]}"; do say "  $x"; done
+    fi
+    if (( ${#LUN_BAD_SKIPS[@]} )); then
+        status=1; say "SKIPS not on the documented list:"; for x in "${LUN_BAD_SKIPS[@]}"; do say "  $x"; done
+    fi
+fi
 if (( ${#TARGET_DEATHS[@]} )); then
     status=1; say "the target process died during: ${TARGET_DEATHS[*]}"
 fi
 # Counts for scripts/test.sh: passed = tests passed (required + ALL); failed = required-suite
 # failures + regressions (+1 if the target died). Known baseline failures are listed, not counted.
-write_result $((req_pass + all_pass)) $((req_fail + ${#REGRESSIONS[@]} + ${#TARGET_DEATHS[@]} + (run_all == 1 && all_ran == 0 ? 1 : 0))) $((req_skip + all_skip))
+# The conformance LUNs add their passes, failures and skips; a skip off the documented list
+# counts as a failure.
+write_result $((req_pass + all_pass + lun_pass)) \
+    $((req_fail + ${#REGRESSIONS[@]} + ${#TARGET_DEATHS[@]} + (run_all == 1 && all_ran == 0 ? 1 : 0) + ${#LUN_FAILURES[@]} + ${#LUN_BAD_SKIPS[@]})) \
+    $((req_skip + all_skip + lun_skip))
 say "$([[ $status == 0 ]] && echo PASSED || echo FAILED) (logs: $LOGS)"
 exit $status

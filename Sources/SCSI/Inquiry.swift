@@ -96,9 +96,9 @@ extension SCSITargetDevice {
         case .blockDeviceCharacteristics:
             body = [UInt8](repeating: 0, count: 0x3C)
             body.setBigEndian16(lu.nonRotational ? 0x0001 : 0x0000, at: 0)  // MEDIUM ROTATION RATE
-            // Byte 7: WABEREQ 01b where SANITIZE BLOCK ERASE is offered (thin LUs), WACEREQ 01b:
-            // reads after an erase complete GOOD (with zeros).
-            body[3] = (lu.thinProvisioned ? 0x40 : 0x00) | 0x10
+            // Byte 7: WABEREQ and WACEREQ 01b where SANITIZE BLOCK ERASE and CRYPTOGRAPHIC ERASE
+            // are offered (thin LUs): reads after an erase complete GOOD (with zeros).
+            body[3] = lu.thinProvisioned ? 0x40 | 0x10 : 0x00
         case .logicalBlockProvisioning:
             body = [0, 0, 0, 0]
             if lu.thinProvisioned {

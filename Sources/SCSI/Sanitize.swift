@@ -19,7 +19,9 @@
 //   BLOCK ERASE   deallocates every block (offered on thin-provisioned LUs only; reads
 //                 return zeros afterwards: WABEREQ = 01b).
 //   CRYPTO ERASE  the medium's "key" is discarded: every block reads as zeros afterwards
-//                 (deallocated on a thin LU, written with zeros otherwise; WACEREQ = 01b).
+//                 (deallocated; thin-provisioned LUs only, WACEREQ = 01b).
+// A fully provisioned LU offers OVERWRITE only (WABEREQ = WACEREQ = 00b): an erase of a
+// thick file would be an overwrite anyway, and libiscsi reads WACEREQ from the WABEREQ field.
 // `sanitizeMinimumSeconds` (configuration) stretches an operation to at least that long,
 // to emulate a drive whose sanitize takes time (and to let initiators see it in progress).
 //
@@ -167,7 +169,7 @@ extension SCSITargetDevice {
     private static let sanitizeActions: [(UInt16, String, @Sendable (LogicalUnitConfiguration) -> Bool)] = [
         (0x01, "OVERWRITE", { _ in true }),
         (0x02, "BLOCK ERASE", { $0.thinProvisioned }),
-        (0x03, "CRYPTOGRAPHIC ERASE", { _ in true }),
+        (0x03, "CRYPTOGRAPHIC ERASE", { $0.thinProvisioned }),
         (0x1F, "EXIT FAILURE MODE", { _ in true }),
     ]
 

@@ -198,11 +198,19 @@ import Glibc
         #expect(Harness().run(sanitize(0x02)).isCheckCondition(0x05, 0x24, 0x00))
     }
 
-    @Test func cryptoEraseZeroesAFullyProvisionedLU() {
-        let harness = Harness(blockCount: 64)
+    @Test func cryptoEraseZeroesAThinLU() {
+        let harness = Harness(blockCount: 64, thin: true)
         harness.run([0x2A, 0, 0, 0, 0, 63, 0, 0, 1, 0], dataOut: [UInt8](repeating: 0x61, count: 512))
         #expect(harness.run(sanitize(0x03)).status == .good)
         #expect(harness.store.snapshot(at: 63 * 512, count: 512) == [UInt8](repeating: 0, count: 512))
+        let page = harness.run([0x12, 1, 0xB1, 0, 64, 0], edtl: 64).data
+        #expect(page[7] == 0x50)  // WABEREQ 01b, WACEREQ 01b
+    }
+
+    @Test func fullyProvisionedLUOffersOverwriteOnly() {
+        let harness = Harness()
+        #expect(harness.run(sanitize(0x03)).isCheckCondition(0x05, 0x24, 0x00))
+        #expect(harness.run([0x12, 1, 0xB1, 0, 64, 0], edtl: 64).data[7] == 0x00)
     }
 
     @Test func invalidServiceActionsAndReservedBits() {
@@ -220,12 +228,13 @@ import Glibc
     }
 
     @Test func readOnlyLUIsWriteProtected() {
-        #expect(Harness(readOnly: true).run(sanitize(0x03)).isCheckCondition(0x07, 0x27, 0x00))
+        #expect(Harness(thin: true, readOnly: true).run(sanitize(0x03)).isCheckCondition(0x07, 0x27, 0x00))
     }
 
     @Test func inProgressTerminatesCommandsExceptInquiry() throws {
         var lu = LogicalUnitConfiguration.derived(targetName: targetName, number: 0, blockCount: 64)
         lu.sanitizeMinimumSeconds = 0.6
+        lu.thinProvisioned = true
         let device = SCSITargetDevice(configuration: TargetDeviceConfiguration(targetName: targetName, logicalUnits: [lu]),
                                       stores: [0: MemoryBlockStore(byteCount: 64 * 512)])
         func run(_ cdb: [UInt8]) -> SCSIResponse {

@@ -98,7 +98,7 @@ import Testing
     @Test func blockDeviceCharacteristics() {
         let data = harness.run([0x12, 1, 0xB1, 0, 255, 0]).data
         #expect(data.count == 64)
-        #expect(Array(data[0..<8]) == [0x00, 0xB1, 0x00, 0x3C, 0x00, 0x01, 0x00, 0x10])  // byte 7: WACEREQ 01b
+        #expect(Array(data[0..<8]) == [0x00, 0xB1, 0x00, 0x3C, 0x00, 0x01, 0x00, 0x00])
     }
 
     @Test func logicalBlockProvisioning() {
