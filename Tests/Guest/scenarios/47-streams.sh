@@ -75,23 +75,26 @@ ids=$(gss_ids)
 [ "$ids" = "0 1 2 3 4 5 6 7 " ] || bad "after two opens GET STREAM STATUS lists '$ids'"
 
 # WRITE STREAM to open streams (permanent 2, opened 6), with the 16- and 32-byte CDBs.
+# At 512 MiB: clear of the regions other scenarios check (direct-io/relogin: first 64 MiB,
+# xcopy: up to 192 MiB, marker: 128 MiB).
+base=$((512 * 1024 * 1024 / ISCSI_BLOCK_SIZE))
 dd if=/dev/urandom of=/tmp/blk bs="$ISCSI_BLOCK_SIZE" count=2 2>/dev/null
-run sg_write_x --stream=2 --in=/tmp/blk --lba=4096 --num=2 "$sg" || bad "WRITE STREAM(16) to stream 2 failed"
-run sg_write_x --stream=6 --in=/tmp/blk --lba=4098 --num=2 "$sg" || bad "WRITE STREAM(16) to stream 6 failed"
-if run sg_write_x --32 --stream=7 --in=/tmp/blk --lba=4100 --num=2 "$sg"; then
+run sg_write_x --stream=2 --in=/tmp/blk --lba=$base --num=2 "$sg" || bad "WRITE STREAM(16) to stream 2 failed"
+run sg_write_x --stream=6 --in=/tmp/blk --lba=$((base + 2)) --num=2 "$sg" || bad "WRITE STREAM(16) to stream 6 failed"
+if run sg_write_x --32 --stream=7 --in=/tmp/blk --lba=$((base + 4)) --num=2 "$sg"; then
     note "WRITE STREAM(32) went through"
 else
     note "WRITE STREAM(32) refused (not offered unless write_stream_32 = true): $(tail -n 2 /tmp/run.out | tr '\n' ' ')"
 fi
 sync; echo 3 > /proc/sys/vm/drop_caches
-dd if="/dev/$(lun_dev "$l")" bs="$ISCSI_BLOCK_SIZE" skip=4098 count=2 2>/dev/null | cmp -s - /tmp/blk ||
+dd if="/dev/$(lun_dev "$l")" bs="$ISCSI_BLOCK_SIZE" skip=$((base + 2)) count=2 2>/dev/null | cmp -s - /tmp/blk ||
     bad "data written by WRITE STREAM does not read back"
 
 # Close 6 and 7; closing again is refused; writing to a closed stream is STREAM NOT OPEN.
 sg_stream_ctl --close --id=6 "$sg" > /dev/null 2>&1 || bad "close of stream 6 failed"
 sg_stream_ctl --close --id=7 "$sg" > /dev/null 2>&1 || bad "close of stream 7 failed"
 run sg_stream_ctl --close --id=7 "$sg" && bad "closing stream 7 twice succeeded"
-run sg_write_x -v --stream=7 --in=/tmp/blk --lba=4096 --num=1 "$sg" && bad "WRITE STREAM to closed stream 7 succeeded"
+run sg_write_x -v --stream=7 --in=/tmp/blk --lba=$base --num=1 "$sg" && bad "WRITE STREAM to closed stream 7 succeeded"
 grep -qi "illegal request" /tmp/run.out || bad "WRITE STREAM to a closed stream: $(grep -i sense /tmp/run.out | head -n 1)"
 grep -qiE "stream not open|2ch/fh|2ch/0fh|asc=2c, ascq=f" /tmp/run.out ||
     note "sense text: $(grep -iE 'sense|asc' /tmp/run.out | head -n 2 | tr '\n' ' ')"
