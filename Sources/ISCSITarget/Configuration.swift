@@ -57,6 +57,8 @@ public struct LUNDefinition: Sendable {
     public var removable: Bool = false
     /// Minimum duration of a SANITIZE operation in seconds (key `sanitize_seconds`).
     public var sanitizeSeconds: Int = 0
+    /// APTPL supported (key `persist_reservations`): reservations survive a restart in `<file>.reservations`.
+    public var persistReservations: Bool = false
 }
 
 public struct TargetDefinition: Sendable {
@@ -294,7 +296,7 @@ public struct ServerConfiguration: Sendable {
                 checkKeys(l, allowed: ["number", "file", "size", "block_size", "cache", "read_only", "thin",
                                        "non_rotational", "vendor", "product", "serial", "max_streams",
                                        "permanent_streams", "optimal_stream_write_size", "stream_granularity_size", "write_stream_32",
-                                       "removable", "sanitize_seconds"],
+                                       "removable", "sanitize_seconds", "persist_reservations"],
                           path: lpath, section: ls)
                 var number: UInt16 = 0
                 if let n = l["number"]?.int, (0...16383).contains(n) {
@@ -391,6 +393,7 @@ public struct ServerConfiguration: Sendable {
                     streams: streams))
                 luns[luns.count - 1].removable = flag("removable")
                 luns[luns.count - 1].sanitizeSeconds = integer("sanitize_seconds", 0...3600) ?? 0
+                luns[luns.count - 1].persistReservations = flag("persist_reservations")
             }
             targets.append(TargetDefinition(name: name, alias: t["alias"]?.string, portalGroupTag: tpgt,
                                             luns: luns.sorted { $0.number < $1.number }))

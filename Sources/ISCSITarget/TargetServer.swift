@@ -184,6 +184,7 @@ public final class TargetServer: @unchecked Sendable {
                 unit.nonRotational = lun.nonRotational
                 unit.removable = lun.removable
                 unit.sanitizeMinimumSeconds = Double(lun.sanitizeSeconds)
+                if lun.persistReservations { unit.reservationStatePath = lun.path + ".reservations" }
                 if let v = lun.vendor { unit.vendor = v }
                 if let p = lun.product { unit.product = p }
                 if let s = lun.serialNumber { unit.serialNumber = s }

@@ -48,6 +48,8 @@ public struct LogicalUnitConfiguration: Sendable, Equatable {
     public var removable: Bool = false
     /// A SANITIZE operation lasts at least this long (emulates a drive whose sanitize takes time).
     public var sanitizeMinimumSeconds: Double = 0
+    /// APTPL: persistent reservations survive a restart in this file (nil: not supported).
+    public var reservationStatePath: String? = nil
 
     public init(number: UInt16, blockSize: Int = 512, blockCount: UInt64, serialNumber: String,
                 naaIdentifier: [UInt8], vendor: String = "SWIFT", product: String = "ISCSI DISK",

@@ -104,7 +104,7 @@ public final class LogicalUnit: Sendable {
     /// Number of queued unit attentions across all nexuses (fast "nothing pending" check).
     private let pendingUnitAttentionCount = Atomic<Int>(0)
     /// True while a RESERVE(6) or persistent reservation exists.
-    private let reservedFlag = Atomic<Bool>(false)
+    private let reservedFlag: Atomic<Bool>
 
     init(configuration: LogicalUnitConfiguration, store: any BlockStore) {
         self.configuration = configuration
@@ -112,7 +112,12 @@ public final class LogicalUnit: Sendable {
         self.blockSize = configuration.blockSize
         self.blockCount = min(configuration.blockCount, store.byteCount / UInt64(configuration.blockSize))
         let mode = ModeParameters.defaults(for: configuration)
-        self.state = Mutex(LogicalUnitState(mode: mode))
+        var initial = LogicalUnitState(mode: mode)
+        if let path = configuration.reservationStatePath, let saved = ReservationPersistence.load(path: path) {
+            initial.persistentReservations = saved
+        }
+        self.reservedFlag = Atomic(initial.reservationHolder != nil || initial.persistentReservations.reservation != nil)
+        self.state = Mutex(initial)
         self.writeCacheEnabledFlag = Atomic(mode.writeCacheEnabled)
         self.descriptorSenseFlag = Atomic(mode.descriptorSense)
     }

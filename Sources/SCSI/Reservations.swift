@@ -32,6 +32,8 @@ struct PersistentReservationState: Sendable {
     /// Registrations in registration order.
     var registrations: [(nexus: NexusKey, key: UInt64)] = []
     var reservation: PersistentReservation?
+    /// PTPL_A: the last REGISTER asked for persistence through power loss (APTPL = 1).
+    var persistThroughPowerLoss = false
 
     func key(of nexus: NexusKey) -> UInt64? {
         self.registrations.first { $0.nexus == nexus }?.key
@@ -104,7 +106,10 @@ extension SCSITargetDevice {
                 }
             case 0x02:  // REPORT CAPABILITIES
                 data = [0x00, 0x08, 0x00, 0x80 | 0x10, 0, 0, 0, 0]
-                // CRH 0 SIP_C 0 ATP_C 0 PTPL_C 0; TMV 1, ALLOW COMMANDS 001b; type mask:
+                // CRH 0 SIP_C 0 ATP_C 0 PTPL_C (a state file is configured); TMV 1, ALLOW
+                // COMMANDS 001b, PTPL_A; type mask:
+                if unit.configuration.reservationStatePath != nil { data[2] |= 0x01 }
+                if pr.persistThroughPowerLoss { data[3] |= 0x01 }
                 data[4] = 0x80 | 0x40 | 0x20 | 0x08 | 0x02  // WR_EX_AR EX_AC_RO WR_EX_RO EX_AC WR_EX
                 data[5] = 0x01  // EX_AC_AR
             default:  // 0x03 READ FULL STATUS
@@ -161,19 +166,29 @@ extension SCSITargetDevice {
         let unit = context.lu
         let device = context.device
         let nexus = NexusKey(context.nexus)
-        return .execute(wantsDataOut: true, mayBlock: false) { dataOut in
+        // With a reservation state file the change is written (and fsync'ed) before GOOD.
+        return .execute(wantsDataOut: true, mayBlock: unit.configuration.reservationStatePath != nil) { dataOut in
             guard let dataOut, dataOut.readableBytes >= 24 else { throw SCSIError.parameterListLengthError }
             let list = Array(dataOut.readableBytesView.prefix(24))
             let reservationKey = list.bigEndian64(at: 0)
             let serviceActionKey = list.bigEndian64(at: 8)
             if list[20] & 0x08 != 0 { throw SCSIError.invalidFieldInParameterList(byte: 20, bit: 3) }  // SPEC_I_PT
             if list[20] & 0x04 != 0 { throw SCSIError.invalidFieldInParameterList(byte: 20, bit: 2) }  // ALL_TG_PT
-            if list[20] & 0x01 != 0 { throw SCSIError.invalidFieldInParameterList(byte: 20, bit: 0) }  // APTPL
+            let statePath = unit.configuration.reservationStatePath
+            let aptpl = list[20] & 0x01 != 0
+            if aptpl && statePath == nil { throw SCSIError.invalidFieldInParameterList(byte: 20, bit: 0) }
             var notices: [(AdditionalSenseCode, [NexusKey])] = []
             try unit.withReservations { state in
                 notices = try applyPersistentReserveOut(
                     serviceAction: serviceAction, type: type, reservationKey: reservationKey,
                     serviceActionKey: serviceActionKey, nexus: nexus, state: &state.persistentReservations)
+                if let statePath {
+                    // APTPL counts from REGISTER and REGISTER AND IGNORE EXISTING KEY only.
+                    if serviceAction == 0x00 || serviceAction == 0x06 {
+                        state.persistentReservations.persistThroughPowerLoss = aptpl
+                    }
+                    try ReservationPersistence.store(state.persistentReservations, path: statePath)
+                }
             }
             let open = Set(device.openNexuses(except: nil))
             for (code, targets) in notices {

@@ -365,3 +365,79 @@ import Glibc
         #expect(harness.run([0x35, 0x08, 0, 0, 0, 0, 0, 0, 1, 0]).isCheckCondition(0x05, 0x24, 0x00))
     }
 }
+
+@Suite struct PersistThroughPowerLossTests {
+    func device(path: String?, store: MemoryBlockStore) -> SCSITargetDevice {
+        var lu = LogicalUnitConfiguration.derived(targetName: targetName, number: 0, blockCount: 64)
+        lu.reservationStatePath = path
+        return SCSITargetDevice(configuration: TargetDeviceConfiguration(targetName: targetName, logicalUnits: [lu]),
+                                stores: [0: store])
+    }
+
+    func run(_ device: SCSITargetDevice, _ cdb: [UInt8], dataOut: [UInt8]? = nil, nexus: ITNexus = nexus()) -> SCSIResponse {
+        let command = SCSICommand(lunField: 0, cdb: cdb, expectedDataTransferLength: dataOut?.count ?? 255,
+                                  direction: dataOut == nil ? .toInitiator : .fromInitiator, nexus: nexus)
+        switch device.prepare(command) {
+        case .complete(let response): return response
+        case .ready(let prepared): return device.execute(prepared, dataOut: dataOut.map { ByteBuffer(bytes: $0) })
+        }
+    }
+
+    func prout(_ action: UInt8, type: UInt8 = 0, key: UInt64, serviceActionKey: UInt64, aptpl: Bool = false) -> ([UInt8], [UInt8]) {
+        ([0x5F, action, type, 0, 0, 0, 0, 0, 24, 0], be64(key) + be64(serviceActionKey) + [0, 0, 0, 0, aptpl ? 1 : 0, 0, 0, 0])
+    }
+
+    @Test func registrationsAndReservationSurviveARestart() throws {
+        let directory = makeTemporaryDirectory()
+        let path = directory + "/lun0.reservations"
+        let store = MemoryBlockStore(byteCount: 64 * 512)
+        let first = device(path: path, store: store)
+        let capabilities = run(first, [0x5E, 0x02, 0, 0, 0, 0, 0, 0, 8, 0]).data
+        #expect(capabilities[2] & 0x01 == 0x01)  // PTPL_C
+        #expect(capabilities[3] & 0x01 == 0x00)  // PTPL_A
+        let (register, registerList) = prout(0x00, key: 0, serviceActionKey: 0xABCD, aptpl: true)
+        #expect(run(first, register, dataOut: registerList).status == .good)
+        let (reserve, reserveList) = prout(0x01, type: 0x01, key: 0xABCD, serviceActionKey: 0)
+        #expect(run(first, reserve, dataOut: reserveList).status == .good)
+        #expect(access(path, F_OK) == 0)
+
+        let second = device(path: path, store: store)
+        let keys = run(second, [0x5E, 0x00, 0, 0, 0, 0, 0, 0, 255, 0]).data
+        #expect(Array(keys[4..<16]) == be32(8) + be64(0xABCD))
+        let reservation = run(second, [0x5E, 0x01, 0, 0, 0, 0, 0, 0, 255, 0]).data
+        #expect(Array(reservation[8..<16]) == be64(0xABCD))
+        #expect(reservation[21] == 0x01)
+        #expect(run(second, [0x5E, 0x02, 0, 0, 0, 0, 0, 0, 8, 0]).data[3] & 0x01 == 0x01)  // PTPL_A
+        // Another initiator's write conflicts with the restored Write Exclusive reservation.
+        let write = run(second, [0x2A, 0, 0, 0, 0, 0, 0, 0, 1, 0], dataOut: [UInt8](repeating: 1, count: 512),
+                        nexus: nexus(2, initiator: "iqn.2026-11.org.example:other"))
+        #expect(write.status == .reservationConflict)
+
+        // REGISTER with APTPL = 0 ends persistence: the file goes.
+        let (reregister, reregisterList) = prout(0x06, key: 0, serviceActionKey: 0xABCD, aptpl: false)
+        #expect(run(second, reregister, dataOut: reregisterList).status == .good)
+        #expect(access(path, F_OK) != 0)
+    }
+
+    @Test func aptplWithoutAStateFileIsInvalid() {
+        let lu = device(path: nil, store: MemoryBlockStore(byteCount: 64 * 512))
+        let (register, list) = prout(0x00, key: 0, serviceActionKey: 1, aptpl: true)
+        #expect(run(lu, register, dataOut: list).isCheckCondition(0x05, 0x26, 0x00))
+        #expect(run(lu, [0x5E, 0x02, 0, 0, 0, 0, 0, 0, 8, 0]).data[2] & 0x01 == 0)
+    }
+
+    @Test func stateFileRoundTrip() {
+        var pr = PersistentReservationState()
+        pr.generation = 7
+        pr.persistThroughPowerLoss = true
+        let a = NexusKey(initiatorPortName: "iqn.a,i,0x1", targetPortName: "iqn.t,t,0x0001")
+        pr.registrations = [(a, 0x1234)]
+        pr.reservation = PersistentReservation(holder: nil, type: .exclusiveAccessAllRegistrants)
+        let decoded = ReservationPersistence.decode(ReservationPersistence.encode(pr))
+        #expect(decoded?.generation == 7)
+        #expect(decoded?.registrations.first?.key == 0x1234)
+        #expect(decoded?.registrations.first?.nexus == a)
+        #expect(decoded?.reservation == pr.reservation)
+        #expect(ReservationPersistence.decode("garbage") == nil)
+    }
+}
