@@ -2,8 +2,9 @@
 // Reservations: RESERVE(6)/RELEASE(6) (SPC-2 §5.5.1) and persistent reservations
 // (SPC-4 §5.9, PERSISTENT RESERVE IN/OUT §6.15–6.16).
 //
-// Scope is always LU_SCOPE; registrations are per I_T nexus (ALL_TG_PT, SPEC_I_PT, APTPL
-// and REGISTER AND MOVE are not supported). State is lost when the process exits.
+// Scope is always LU_SCOPE; registrations are per I_T nexus (ALL_TG_PT, SPEC_I_PT and
+// REGISTER AND MOVE are not supported). State is lost when the process exits, except on LUs
+// with a reservation state file after a REGISTER with APTPL = 1 (ReservationPersistence.swift).
 //
 
 enum PersistentReservationType: UInt8, Sendable {
