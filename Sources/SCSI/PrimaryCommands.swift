@@ -18,7 +18,7 @@ extension SCSITargetDevice {
         let allocationLength = Int(context.cdb[4])
         let sense: SenseData
         if let unit = context.unit {
-            sense = unit.takeUnitAttention(for: NexusKey(context.nexus)) ?? .noSense
+            sense = unit.takeUnitAttention(for: NexusKey(context.nexus)) ?? unit.notReadySense ?? .noSense
         } else {
             sense = SenseData(key: .illegalRequest, code: .logicalUnitNotSupported)
         }

@@ -16,6 +16,16 @@ extension LogicalUnit {
         return self.sanitizer.termination(for: descriptor)
     }
 
+    /// What REQUEST SENSE reports when no unit attention is pending: SANITIZE IN PROGRESS with
+    /// its progress indication, or MEDIUM NOT PRESENT (SPC-4 §6.39).
+    var notReadySense: SenseData? {
+        if self.sanitizer.isInProgress { return self.sanitizer.inProgressSense }
+        if self.configuration.removable && !self.isMediumPresent {
+            return SenseData(key: .notReady, code: .mediumNotPresent)
+        }
+        return nil
+    }
+
     /// Whether any I_T nexus prevents medium removal.
     var isRemovalPrevented: Bool {
         self.state.withLock { !$0.preventingRemoval.isEmpty }

@@ -60,9 +60,7 @@ public final class Sanitizer: Sendable {
         switch self.condition.load(ordering: .acquiring) {
         case Condition.inProgress.rawValue:
             if descriptor.flags.contains(.allowedWithoutLogicalUnit) { return nil }
-            let fraction = UInt16(clamping: self.progress.load(ordering: .relaxed))
-            return SCSIError(sense: SenseData(key: .notReady, code: .logicalUnitNotReadySanitizeInProgress,
-                                              senseKeySpecific: .progress(fraction)))
+            return SCSIError(sense: self.inProgressSense)
         case Condition.failed.rawValue:
             guard descriptor.flags.contains(.readsMedium) || descriptor.flags.contains(.writesMedium),
                   descriptor.opcode != 0x48 else { return nil }
@@ -70,6 +68,13 @@ public final class Sanitizer: Sendable {
         default:
             return nil
         }
+    }
+
+    /// NOT READY, SANITIZE IN PROGRESS with the progress indication.
+    var inProgressSense: SenseData {
+        let fraction = UInt16(clamping: self.progress.load(ordering: .relaxed))
+        return SenseData(key: .notReady, code: .logicalUnitNotReadySanitizeInProgress,
+                         senseKeySpecific: .progress(fraction))
     }
 
     /// Commands waiting for an operation stop waiting (the operation continues).

@@ -251,6 +251,11 @@ import Glibc
         #expect(tur.sense[15] == 0x80)  // SKSV: progress indication
         #expect(run([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0]).isCheckCondition(0x02, 0x04, 0x1B))
         #expect(run([0x12, 0, 0, 0, 96, 0]).status == .good)
+        let requestSense = run([0x03, 0, 0, 0, 18, 0])
+        #expect(requestSense.status == .good)
+        #expect(requestSense.data.count == 18)
+        #expect(requestSense.data[2] == 0x02 && requestSense.data[12] == 0x04 && requestSense.data[13] == 0x1B)
+        #expect(requestSense.data[15] == 0x80)
         // A LU reset does not stop the operation.
         #expect(device.taskManagement(.logicalUnitReset, lunField: 0, nexus: nexus()) == .functionComplete)
         #expect(run([0x00, 0, 0, 0, 0, 0]).isCheckCondition(0x06, 0x29, 0x00))
@@ -328,6 +333,13 @@ import Glibc
         let lu = Removable()
         #expect(lu.run(Self.eject).status == .good)
         #expect(lu.run(Self.tur).isCheckCondition(0x02, 0x3A, 0x00))
+        let command = SCSICommand(lunField: 0, cdb: [0x03, 0, 0, 0, 18, 0], expectedDataTransferLength: 18,
+                                  direction: .toInitiator, nexus: nexus())
+        if case .complete(let sense) = lu.device.prepare(command) {
+            #expect(sense.data.count == 18 && sense.data[2] == 0x02 && sense.data[12] == 0x3A)
+        } else {
+            Issue.record("REQUEST SENSE should complete at once")
+        }
         #expect(lu.run([0x25, 0, 0, 0, 0, 0, 0, 0, 0, 0]).isCheckCondition(0x02, 0x3A, 0x00))
         #expect(lu.run([0x35, 0, 0, 0, 0, 0, 0, 0, 0, 0]).isCheckCondition(0x02, 0x3A, 0x00))
         #expect(lu.run([0x12, 0, 0, 0, 96, 0]).status == .good)
