@@ -322,9 +322,10 @@ public struct SessionStateMachine: Sendable {
                 if tasks[itt] != nil {
                     failTask(itt, sense: TransportSense.crcError, into: &actions)
                 }
-            } else if header.opcodeByte == InitiatorOpcode.scsiCommand.rawValue {
-                // The command's immediate data is lost; the initiator will time it out or retry.
             }
+            // Any other PDU is discarded after the Reject (RFC 7143 §6.7): a command whose
+            // immediate data failed its digest never reached the CmdSN window, and the
+            // initiator retries it with the same CmdSN.
         case .headerDigestMismatch:
             phase = .closed
             actions.append(.close(reason: .protocolError("header digest error")))
