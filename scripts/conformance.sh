@@ -292,7 +292,7 @@ if [[ $run_luns == 1 && -z ${CONFORMANCE_URL:-} ]]; then
     fi
     say "conformance LUNs: stopping the default target, serving $LUN_CONFIG"
     cleanup; SERVER_PID=""
-    CONFIG=$LUN_CONFIG
+    MAIN_CONFIG=$CONFIG; CONFIG=$LUN_CONFIG
     IQN=$(awk '/^[[:space:]]*\[\[target\]\]/ { t = 1; next }
                t && /^[[:space:]]*name[[:space:]]*=/ { split($0, q, "\""); print q[2]; exit }' "$CONFIG")
     STATE_DIR=$(mktemp -d /tmp/iscsi-conformance-luns.XXXXXX)
@@ -361,7 +361,7 @@ fi
 # Docs/conformance.md
 if [[ $write_docs != 0 ]]; then
     if [[ -n ${CONFORMANCE_URL:-} ]]; then target_text="target \`$CONFORMANCE_URL\`"
-    else target_text="target definition \`$CONFIG\`, LUN 0"; fi
+    else target_text="target definition \`${MAIN_CONFIG:-$CONFIG}\`, LUN 0"; fi
     if [[ -n ${CONFORMANCE_REVISION:-} ]]; then
         commit=$CONFORMANCE_REVISION; dirty=""
     else
