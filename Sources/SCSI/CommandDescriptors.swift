@@ -26,6 +26,13 @@ extension SCSITargetDevice {
                           handler: { try reserve6($0) }),
         CommandDescriptor(0x17, "RELEASE(6)", usage: [0x17, 0, 0, 0, 0, 0x00],
                           flags: [.allowedUnderReservation], handler: { try release6($0) }),
+        // RESERVE(10)/RELEASE(10) (SPC-2 §7.21, §7.16) behave as the 6-byte forms: third-party
+        // reservations (3RDPTY, LONGID, a parameter list) are not supported, so every CDB bit but
+        // the operation code must be zero.
+        CommandDescriptor(0x56, "RESERVE(10)", usage: [0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0x00],
+                          handler: { try reserve6($0) }),
+        CommandDescriptor(0x57, "RELEASE(10)", usage: [0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0x00],
+                          flags: [.allowedUnderReservation], handler: { try release6($0) }),
         CommandDescriptor(0x1A, "MODE SENSE(6)", usage: [0x1A, 0x08, 0xFF, 0xFF, 0xFF, 0x00],
                           direction: .dataIn, handler: { try modeSense6($0) }),
         CommandDescriptor(0x1D, "SEND DIAGNOSTIC", usage: [0x1D, 0xF7, 0, 0xFF, 0xFF, 0x00],

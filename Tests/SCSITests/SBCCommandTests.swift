@@ -358,4 +358,21 @@ struct HarnessRunner {
         harness.device.nexusDidClose(first)
         #expect(harness.run([0x1A, 0, 0x3F, 0, 255, 0], nexus: second).status == .good)
     }
+
+    @Test func reserve10BehavesLikeReserve6WithoutThirdParty() {
+        let harness = Harness()
+        let first = nexus(1)
+        let second = nexus(2, initiator: "iqn.2026-11.org.example:other")
+        #expect(harness.run([0x56, 0, 0, 0, 0, 0, 0, 0, 0, 0], nexus: first).status == .good)
+        #expect(harness.run([0x16, 0, 0, 0, 0, 0], nexus: second).status == .reservationConflict)
+        #expect(harness.run([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], nexus: second).status == .reservationConflict)
+        #expect(harness.run([0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0], nexus: second).status == .good)  // not the holder: no effect
+        #expect(harness.run([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], nexus: second).status == .reservationConflict)
+        #expect(harness.run([0x57, 0, 0, 0, 0, 0, 0, 0, 0, 0], nexus: first).status == .good)
+        #expect(harness.run([0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], nexus: second).status == .good)
+        // 3RDPTY (byte 1 bit 4): INVALID FIELD IN CDB, field pointer byte 1 bit 4.
+        let thirdParty = harness.run([0x56, 0x10, 0, 0x05, 0, 0, 0, 0, 0, 0], nexus: first)
+        #expect(thirdParty.isCheckCondition(0x05, 0x24, 0x00))
+        #expect(Array(thirdParty.sense[15...17]) == [0xCC, 0x00, 0x01])
+    }
 }
