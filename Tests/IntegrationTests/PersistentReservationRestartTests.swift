@@ -28,11 +28,8 @@ struct PersistentReservationRestartTests {
         let key: [UInt8] = [0, 0, 0, 0, 0, 0, 0xAB, 0xCD]
         // PERSISTENT RESERVE OUT parameter list: RESERVATION KEY (0–7), SERVICE ACTION
         // RESERVATION KEY (8–15), APTPL = byte 20 bit 0.
-        var register = [UInt8](repeating: 0, count: 24)
-        register.replaceSubrange(8..<16, with: key)
-        register[20] = 0x01
-        var reserve = [UInt8](repeating: 0, count: 24)
-        reserve.replaceSubrange(0..<8, with: key)
+        let register = [UInt8](repeating: 0, count: 8) + key + [0, 0, 0, 0, 0x01, 0, 0, 0]
+        let reserve = key + [UInt8](repeating: 0, count: 16)
         try await withTarget(toml: Self.definition, stateDirectory: directory) { target in
             try await onThread("register and reserve") { _ in
                 let client = try ISCSIClient()
