@@ -242,44 +242,32 @@ public struct SessionStateMachine: Sendable {
         if SerialNumber.lessThan(advertisedMaxCmdSN, candidate) { advertisedMaxCmdSN = candidate }
     }
 
-    /// Fill sequence numbers; status-bearing PDUs consume a StatSN.
+    /// Fill sequence numbers; status-bearing PDUs consume a StatSN (RFC 7143 §4.2.2.2). A
+    /// NOP-In ping of ours, an R2T and a Data-In without status carry the current StatSN
+    /// without consuming it.
     private mutating func stamp(_ pdu: TargetPDU) -> TargetPDU {
         refreshWindow()
-        let exp = expCmdSN, max = advertisedMaxCmdSN
         switch pdu {
-        case .nopIn(var p):
-            p.expCmdSN = exp; p.maxCmdSN = max
-            p.statSN = statSN
-            if p.initiatorTaskTag != WireConstants.reservedTag { statSN &+= 1 }
-            return .nopIn(p)
-        case .scsiResponse(var p):
-            p.expCmdSN = exp; p.maxCmdSN = max; p.statSN = statSN; statSN &+= 1
-            return .scsiResponse(p)
-        case .taskManagementResponse(var p):
-            p.expCmdSN = exp; p.maxCmdSN = max; p.statSN = statSN; statSN &+= 1
-            return .taskManagementResponse(p)
-        case .loginResponse:
-            return pdu
-        case .textResponse(var p):
-            p.expCmdSN = exp; p.maxCmdSN = max; p.statSN = statSN; statSN &+= 1
-            return .textResponse(p)
-        case .dataIn(var p):
-            p.expCmdSN = exp; p.maxCmdSN = max
-            if p.status != nil { p.statSN = statSN; statSN &+= 1 }
-            return .dataIn(p)
-        case .logoutResponse(var p):
-            p.expCmdSN = exp; p.maxCmdSN = max; p.statSN = statSN; statSN &+= 1
-            return .logoutResponse(p)
-        case .readyToTransfer(var p):
-            p.expCmdSN = exp; p.maxCmdSN = max; p.statSN = statSN
-            return .readyToTransfer(p)
-        case .asynchronousMessage(var p):
-            p.expCmdSN = exp; p.maxCmdSN = max; p.statSN = statSN; statSN &+= 1
-            return .asynchronousMessage(p)
-        case .reject(var p):
-            p.expCmdSN = exp; p.maxCmdSN = max; p.statSN = statSN; statSN &+= 1
-            return .reject(p)
+        case .nopIn(let p): return .nopIn(numbered(p, consumesStatSN: p.initiatorTaskTag != WireConstants.reservedTag))
+        case .scsiResponse(let p): return .scsiResponse(numbered(p))
+        case .taskManagementResponse(let p): return .taskManagementResponse(numbered(p))
+        case .loginResponse: return pdu
+        case .textResponse(let p): return .textResponse(numbered(p))
+        case .dataIn(let p): return .dataIn(numbered(p, consumesStatSN: p.status != nil))
+        case .logoutResponse(let p): return .logoutResponse(numbered(p))
+        case .readyToTransfer(let p): return .readyToTransfer(numbered(p, consumesStatSN: false))
+        case .asynchronousMessage(let p): return .asynchronousMessage(numbered(p))
+        case .reject(let p): return .reject(numbered(p))
         }
+    }
+
+    private mutating func numbered<P: SequenceNumbered>(_ pdu: P, consumesStatSN: Bool = true) -> P {
+        var p = pdu
+        p.expCmdSN = expCmdSN
+        p.maxCmdSN = advertisedMaxCmdSN
+        p.statSN = statSN
+        if consumesStatSN { statSN &+= 1 }
+        return p
     }
 
     private mutating func send(_ pdu: TargetPDU, into actions: inout [SessionAction]) {

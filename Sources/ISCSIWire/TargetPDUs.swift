@@ -4,6 +4,22 @@
 //
 import NIOCore
 
+/// A target PDU that carries StatSN, ExpCmdSN and MaxCmdSN (at BHS bytes 24, 28, 32).
+public protocol SequenceNumbered {
+    var statSN: UInt32 { get set }
+    var expCmdSN: UInt32 { get set }
+    var maxCmdSN: UInt32 { get set }
+}
+
+extension BasicHeaderSegment {
+    /// StatSN, ExpCmdSN and MaxCmdSN at their common offsets (RFC 7143 §11: bytes 24–35).
+    mutating func setSequence(_ p: some SequenceNumbered, includingStatSN: Bool = true) {
+        if includingStatSN { set(24, p.statSN) }
+        set(28, p.expCmdSN)
+        set(32, p.maxCmdSN)
+    }
+}
+
 public struct NOPIn: Sendable, Equatable {
     public var lun: UInt64 = 0
     public var initiatorTaskTag: UInt32
@@ -251,9 +267,7 @@ public enum TargetPDU: Sendable, Equatable {
             h.set(8, p.lun)
             h.set(16, p.initiatorTaskTag)
             h.set(20, p.targetTransferTag)
-            h.set(24, p.statSN)
-            h.set(28, p.expCmdSN)
-            h.set(32, p.maxCmdSN)
+            h.setSequence(p)
             h.setDataSegmentLength(p.pingData.readableBytes)
             return (h, p.pingData)
         case .scsiResponse(let p):
@@ -262,9 +276,7 @@ public enum TargetPDU: Sendable, Equatable {
             h.set(2, p.response)
             h.set(3, p.status)
             h.set(16, p.initiatorTaskTag)
-            h.set(24, p.statSN)
-            h.set(28, p.expCmdSN)
-            h.set(32, p.maxCmdSN)
+            h.setSequence(p)
             h.set(36, p.expDataSN)
             h.set(44, p.residual.count)
             var data = ByteBuffer()
@@ -280,9 +292,7 @@ public enum TargetPDU: Sendable, Equatable {
             h.set(1, UInt8(0x80))
             h.set(2, p.response)
             h.set(16, p.initiatorTaskTag)
-            h.set(24, p.statSN)
-            h.set(28, p.expCmdSN)
-            h.set(32, p.maxCmdSN)
+            h.setSequence(p)
             return (h, ByteBuffer())
         case .loginResponse(let p):
             var h = BasicHeaderSegment(opcode: TargetOpcode.loginResponse.rawValue)
@@ -296,9 +306,7 @@ public enum TargetPDU: Sendable, Equatable {
             h.set(12, UInt16(truncatingIfNeeded: p.isid))
             h.set(14, p.tsih)
             h.set(16, p.initiatorTaskTag)
-            h.set(24, p.statSN)
-            h.set(28, p.expCmdSN)
-            h.set(32, p.maxCmdSN)
+            h.setSequence(p)
             h.set(36, p.status.statusClass)
             h.set(37, p.status.detail)
             h.setDataSegmentLength(p.text.readableBytes)
@@ -311,9 +319,7 @@ public enum TargetPDU: Sendable, Equatable {
             h.set(8, p.lun)
             h.set(16, p.initiatorTaskTag)
             h.set(20, p.targetTransferTag)
-            h.set(24, p.statSN)
-            h.set(28, p.expCmdSN)
-            h.set(32, p.maxCmdSN)
+            h.setSequence(p)
             h.setDataSegmentLength(p.text.readableBytes)
             return (h, p.text)
         case .dataIn(let p):
@@ -329,8 +335,7 @@ public enum TargetPDU: Sendable, Equatable {
             h.set(8, p.lun)
             h.set(16, p.initiatorTaskTag)
             h.set(20, WireConstants.reservedTag)
-            h.set(28, p.expCmdSN)
-            h.set(32, p.maxCmdSN)
+            h.setSequence(p, includingStatSN: false)
             h.set(36, p.dataSN)
             h.set(40, p.bufferOffset)
             h.setDataSegmentLength(p.data.readableBytes)
@@ -340,9 +345,7 @@ public enum TargetPDU: Sendable, Equatable {
             h.set(1, UInt8(0x80))
             h.set(2, p.response)
             h.set(16, p.initiatorTaskTag)
-            h.set(24, p.statSN)
-            h.set(28, p.expCmdSN)
-            h.set(32, p.maxCmdSN)
+            h.setSequence(p)
             h.set(40, p.time2Wait)
             h.set(42, p.time2Retain)
             return (h, ByteBuffer())
@@ -352,9 +355,7 @@ public enum TargetPDU: Sendable, Equatable {
             h.set(8, p.lun)
             h.set(16, p.initiatorTaskTag)
             h.set(20, p.targetTransferTag)
-            h.set(24, p.statSN)
-            h.set(28, p.expCmdSN)
-            h.set(32, p.maxCmdSN)
+            h.setSequence(p)
             h.set(36, p.r2tSN)
             h.set(40, p.bufferOffset)
             h.set(44, p.desiredDataTransferLength)
@@ -364,9 +365,7 @@ public enum TargetPDU: Sendable, Equatable {
             h.set(1, UInt8(0x80))
             h.set(8, p.lun)
             h.set(16, WireConstants.reservedTag)
-            h.set(24, p.statSN)
-            h.set(28, p.expCmdSN)
-            h.set(32, p.maxCmdSN)
+            h.setSequence(p)
             h.set(36, p.event)
             h.set(37, p.vendorCode)
             h.set(38, p.parameter1)
@@ -379,9 +378,7 @@ public enum TargetPDU: Sendable, Equatable {
             h.set(1, UInt8(0x80))
             h.set(2, p.reason.rawValue)
             h.set(16, WireConstants.reservedTag)
-            h.set(24, p.statSN)
-            h.set(28, p.expCmdSN)
-            h.set(32, p.maxCmdSN)
+            h.setSequence(p)
             h.set(36, p.dataSNOrR2TSN)
             var data = allocator.buffer(capacity: p.rejectedHeader.count)
             data.writeBytes(p.rejectedHeader)
@@ -390,3 +387,14 @@ public enum TargetPDU: Sendable, Equatable {
         }
     }
 }
+
+extension NOPIn: SequenceNumbered {}
+extension SCSIResponsePDU: SequenceNumbered {}
+extension DataIn: SequenceNumbered {}
+extension ReadyToTransfer: SequenceNumbered {}
+extension TaskManagementResponse: SequenceNumbered {}
+extension LoginResponse: SequenceNumbered {}
+extension TextResponse: SequenceNumbered {}
+extension LogoutResponse: SequenceNumbered {}
+extension AsynchronousMessage: SequenceNumbered {}
+extension Reject: SequenceNumbered {}
