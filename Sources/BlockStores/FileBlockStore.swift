@@ -247,8 +247,9 @@ extension FileBlockStore {
     /// can, no user-space buffer). Returns the bytes copied, which is less than `length` only
     /// when the kernel cannot do the rest (unsupported file systems, EXDEV, overlapping
     /// ranges of one file): the caller copies the remainder itself.
-    public func copyRange(to destination: FileBlockStore, sourceOffset: UInt64, destinationOffset: UInt64,
+    public func copyRange(to destination: any BlockStore, sourceOffset: UInt64, destinationOffset: UInt64,
                           length: UInt64) throws(BlockStoreError) -> UInt64 {
+        guard let destination = destination as? FileBlockStore else { return 0 }
         try self.checkRange(sourceOffset, length)
         try destination.checkRange(destinationOffset, length)
         guard let copyFileRange = Self.copyFileRangeFunction, !destination.isReadOnly else { return 0 }

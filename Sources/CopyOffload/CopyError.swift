@@ -36,6 +36,18 @@ public enum CopyError: Error, Sendable, Equatable {
     case copyAborted(AdditionalSenseCode, segment: Int, byte: Int?)
     /// The copy was stopped by COPY OPERATION ABORT (or nexus loss): TASK ABORTED status.
     case aborted(segment: Int)
+    /// ILLEGAL REQUEST, INVALID TOKEN OPERATION (23/xx): the ROD token cannot be used.
+    case token(RODTokenError)
+    /// COPY ABORTED, INVALID TOKEN OPERATION (23/xx): the ROD token stopped being usable
+    /// while WRITE USING TOKEN was copying (a change-vulnerable token cancelled, a revoked one).
+    case tokenInvalidatedDuringCopy(RODTokenError)
+    /// ILLEGAL REQUEST, INSUFFICIENT RESOURCES TO CREATE ROD TOKEN (55/0D).
+    case insufficientResourcesToCreateToken
+    /// ILLEGAL REQUEST, LOGICAL BLOCK ADDRESS OUT OF RANGE (21/00): a range descriptor
+    /// reaches past the last logical block.
+    case lbaOutOfRange(lba: UInt64)
+    /// A medium error of the logical unit while a token operation ran (sense from the store).
+    case medium(SenseData)
 
     public static let unreachableCopyTarget = AdditionalSenseCode(0x08, 0x04)
     public static let thirdPartyDeviceFailure = AdditionalSenseCode(0x0D, 0x01)
@@ -73,6 +85,16 @@ public enum CopyError: Error, Sendable, Equatable {
                              senseKeySpecific: pointer(byte, nil))
         case .aborted:
             return nil
+        case .token(let error):
+            return SenseData(key: .illegalRequest, code: error.code)
+        case .tokenInvalidatedDuringCopy(let error):
+            return SenseData(key: .copyAborted, code: error.code)
+        case .insufficientResourcesToCreateToken:
+            return SenseData(key: .illegalRequest, code: AdditionalSenseCode(0x55, 0x0D))
+        case .lbaOutOfRange:
+            return SenseData(key: .illegalRequest, code: .lbaOutOfRange)
+        case .medium(let sense):
+            return sense
         }
     }
 

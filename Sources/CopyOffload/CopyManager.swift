@@ -12,6 +12,7 @@
 // target's LU and write another's. One `CopyManager` per target carries that target's limits;
 // list identifiers are tracked per (I_T nexus, logical unit).
 //
+import Foundation
 import NIOCore
 import SCSI
 import Synchronization
@@ -19,6 +20,11 @@ import Synchronization
 public final class CopyManager: Sendable {
     public let registry: CopyUnitRegistry
     public let limits: CopyLimits
+    public let tokenLimits: RODTokenLimits
+    /// The process-wide ROD tokens (the registry's).
+    public var tokens: RODTokenStore { self.registry.tokens }
+    /// Runs IMMED operations after their command has completed.
+    let background: @Sendable (@escaping @Sendable () -> Void) -> Void
     let mover: CopyMover
     let clock: @Sendable () -> NIODeadline
     let table: Mutex<CopyOperationTable>
@@ -37,10 +43,16 @@ public final class CopyManager: Sendable {
         let raised = Atomic<Bool>(false)
     }
 
-    public init(registry: CopyUnitRegistry, limits: CopyLimits = CopyLimits(), mover: CopyMover? = nil,
-                clock: @escaping @Sendable () -> NIODeadline = { .now() }) {
+    public init(registry: CopyUnitRegistry, limits: CopyLimits = CopyLimits(),
+                tokenLimits: RODTokenLimits = RODTokenLimits(), mover: CopyMover? = nil,
+                clock: @escaping @Sendable () -> NIODeadline = { .now() },
+                background: @escaping @Sendable (@escaping @Sendable () -> Void) -> Void = { work in
+                    Thread.detachNewThread { work() }
+                }) {
         self.registry = registry
         self.limits = limits
+        self.tokenLimits = tokenLimits
+        self.background = background
         self.mover = mover ?? CopyMover(chunkSize: limits.chunkSize)
         self.clock = clock
         self.table = Mutex(CopyOperationTable(heldResultsLifetime: .seconds(limits.heldResultsLifetime),
@@ -344,7 +356,7 @@ public final class CopyManager: Sendable {
         data.put32(8, at: 0)
         switch operation.state {
         case .running: data[4] = 0x00
-        case .finished(.completed, _): data[4] = 0x01
+        case .finished(.completed, _), .finished(.completedWithPartialTokenUsage, _): data[4] = 0x01
         case .finished: data[4] = 0x02
         }
         data.put16(UInt16(clamping: operation.segmentsProcessed), at: 5)
@@ -360,7 +372,7 @@ public final class CopyManager: Sendable {
         var sense: [UInt8] = []
         if case .finished(let outcome, _) = operation.state {
             switch outcome {
-            case .completed: data[56] = SCSIStatus.good.rawValue
+            case .completed, .completedWithPartialTokenUsage: data[56] = SCSIStatus.good.rawValue
             case .aborted: data[56] = SCSIStatus.taskAborted.rawValue
             case .failed(let senseData):
                 data[56] = SCSIStatus.checkCondition.rawValue
@@ -373,20 +385,27 @@ public final class CopyManager: Sendable {
         return data
     }
 
-    /// COPY STATUS (LID4): 32 bytes and the sense data (fixed format) of a failed copy.
+    /// COPY STATUS (LID4) and the common part of RECEIVE ROD TOKEN INFORMATION (SPC-4
+    /// §6.18.5, §6.18.6): 32 bytes and the sense data (fixed format) of a failed operation.
+    /// Token commands count in logical blocks of the destination (units F1h); EXTENDED COPY
+    /// in bytes.
     static func copyStatusLID4(_ operation: CopyOperation) -> [UInt8] {
         var data = [UInt8](repeating: 0, count: 32)
         var sense: [UInt8] = []
-        data[4] = operation.format.serviceAction
+        data[4] = operation.kind.serviceAction
+        data.put16(operation.statusUpdates, at: 6)
         switch operation.state {
         case .running:
-            data[5] = 0x11  // in progress, foreground
+            data[5] = operation.background ? 0x12 : 0x11  // in progress, background / foreground
             data.put32(100, at: 8)  // ESTIMATED STATUS UPDATE DELAY, ms
         case .finished(let outcome, _):
             data.put32(0xFFFF_FFFE, at: 8)
             switch outcome {
             case .completed:
                 data[5] = 0x01
+                data[12] = SCSIStatus.good.rawValue
+            case .completedWithPartialTokenUsage:
+                data[5] = 0x03
                 data[12] = SCSIStatus.good.rawValue
             case .aborted:
                 data[5] = 0x60
@@ -399,10 +418,29 @@ public final class CopyManager: Sendable {
         }
         data[13] = UInt8(sense.count)
         data[14] = UInt8(sense.count)
-        data[15] = 0  // TRANSFER COUNT UNITS: bytes
-        data.put64(operation.bytesTransferred, at: 16)
+        if let blockSize = operation.blockSize, blockSize > 0 {
+            data[15] = 0xF1  // TRANSFER COUNT UNITS: logical blocks
+            data.put64(operation.bytesTransferred / UInt64(blockSize), at: 16)
+        } else {
+            data[15] = 0  // bytes
+            data.put64(operation.bytesTransferred, at: 16)
+        }
         data.put16(UInt16(clamping: operation.segmentsProcessed), at: 24)
         data += sense
+        data.put32(UInt32(data.count - 4), at: 0)
+        return data
+    }
+
+    /// RECEIVE ROD TOKEN INFORMATION: the LID4 status, then the ROD token descriptors
+    /// (a completed POPULATE TOKEN: length 514, two reserved bytes, the 512-byte token).
+    static func rodTokenInformation(_ operation: CopyOperation) -> [UInt8] {
+        var data = Self.copyStatusLID4(operation)
+        if let token = operation.token, case .finished(let outcome, _) = operation.state, outcome == .completed {
+            data.append32(UInt32(token.count + 2))
+            data += [0, 0] + token
+        } else {
+            data.append32(0)
+        }
         data.put32(UInt32(data.count - 4), at: 0)
         return data
     }
@@ -410,12 +448,15 @@ public final class CopyManager: Sendable {
     // MARK: Third-party Copy VPD page
 
     /// The (operation code, service actions) this copy manager implements, for VPD 0x8F.
-    public static let supportedCommands: [(UInt8, [UInt8])] = [(0x83, [0x00, 0x01, 0x1C]), (0x84, [0x00, 0x03, 0x04, 0x05])]
+    public static let supportedCommands: [(UInt8, [UInt8])] = [
+        (0x83, [0x00, 0x01, 0x10, 0x11, 0x1C]), (0x84, [0x00, 0x03, 0x04, 0x05, 0x07, 0x08]),
+    ]
 
     /// The descriptors of the Third-party Copy VPD page (SPC-4 §7.8.17), without the page
-    /// header: Supported Commands, Parameter Data, Supported Descriptors, Supported CSCD
-    /// Descriptor IDs, General Copy Operations.
-    public func thirdPartyCopyDescriptors() -> [UInt8] {
+    /// header, in type order: Block Device ROD Limits, Supported Commands, Parameter Data,
+    /// Supported Descriptors, Supported CSCD Descriptor IDs, ROD Token Features, Supported
+    /// ROD Types, General Copy Operations.
+    public func thirdPartyCopyDescriptors(blockSize: Int = 512) -> [UInt8] {
         func descriptor(_ type: UInt16, _ body: [UInt8]) -> [UInt8] {
             var padded = body
             while (padded.count + 4) % 4 != 0 { padded.append(0) }
@@ -450,7 +491,10 @@ public final class CopyManager: Sendable {
         general.put32(self.limits.maximumSegmentLength, at: 8)
         general[12] = 0  // DATA SEGMENT GRANULARITY
         general[13] = 0  // INLINE DATA GRANULARITY
-        return supportedCommands + descriptor(0x0004, parameterData) + supportedDescriptors + supportedIDs
-            + descriptor(0x8001, general)
+        let tokens = self.tokenDescriptors(blockSize: blockSize)
+        let rodLimits = Array(tokens[0..<36])
+        let rodFeatures = Array(tokens[36...])
+        return rodLimits + supportedCommands + descriptor(0x0004, parameterData) + supportedDescriptors + supportedIDs
+            + rodFeatures + descriptor(0x8001, general)
     }
 }

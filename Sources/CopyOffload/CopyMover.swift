@@ -67,14 +67,18 @@ public final class CopyMover: Sendable {
         if overlapping && sourceOffset == destinationOffset { return length }
         var moved: UInt64 = 0
 
-        if !overlapping, let from = source as? FileBlockStore, let to = destination as? FileBlockStore {
+        if !overlapping {
+            // Inside the storage first (copy_file_range between files); a store that cannot
+            // copies nothing and the buffer path below does the rest.
             while moved < length {
-                if shouldStop() { throw .stopped(moved: moved) }
+                // (Asked only between chunks the storage copied: a store that copies nothing
+                // goes straight to the buffer path, which asks before its first chunk.)
+                if moved > 0 && shouldStop() { throw .stopped(moved: moved) }
                 let request = min(length - moved, self.kernelChunkSize)
                 let done: UInt64
                 do {
-                    done = try from.copyRange(to: to, sourceOffset: sourceOffset + moved,
-                                              destinationOffset: destinationOffset + moved, length: request)
+                    done = try source.copyRange(to: destination, sourceOffset: sourceOffset + moved,
+                                                destinationOffset: destinationOffset + moved, length: request)
                 } catch {
                     throw .writeFailed(error, moved: moved)
                 }
@@ -83,7 +87,7 @@ public final class CopyMover: Sendable {
                 if done < request { break }
             }
             if moved == length {
-                if durable { try self.flush(to, moved: moved) }
+                if durable { try self.flush(destination, moved: moved) }
                 return moved
             }
         }

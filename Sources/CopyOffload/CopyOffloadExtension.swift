@@ -9,6 +9,10 @@
 //   RECEIVE COPY OPERATING PARAMETERS 84h/03h
 //   RECEIVE COPY FAILURE DETAILS  84h/04h
 //   RECEIVE COPY STATUS (LID4)    84h/05h
+//   POPULATE TOKEN                83h/10h  blocking (IMMED: runs in the background)
+//   WRITE USING TOKEN             83h/11h  blocking (IMMED: runs in the background)
+//   RECEIVE ROD TOKEN INFORMATION 84h/07h
+//   REPORT ALL ROD TOKENS         84h/08h
 //
 // RECEIVE COPY DATA (84h/01h, 06h) is not offered: no segment type that holds data is
 // implemented, and the held data limit is 0.
@@ -24,9 +28,17 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
     ///   - targetName: the target whose device this extension is installed in.
     ///   - registry: every logical unit of the process (shared by all targets' extensions).
     public init(targetName: String, registry: CopyUnitRegistry, limits: CopyLimits = CopyLimits(),
-                mover: CopyMover? = nil, clock: @escaping @Sendable () -> NIODeadline = { .now() }) {
+                tokenLimits: RODTokenLimits = RODTokenLimits(), mover: CopyMover? = nil,
+                clock: @escaping @Sendable () -> NIODeadline = { .now() },
+                background: (@Sendable (@escaping @Sendable () -> Void) -> Void)? = nil) {
         self.targetName = targetName
-        self.manager = CopyManager(registry: registry, limits: limits, mover: mover, clock: clock)
+        if let background {
+            self.manager = CopyManager(registry: registry, limits: limits, tokenLimits: tokenLimits, mover: mover,
+                                       clock: clock, background: background)
+        } else {
+            self.manager = CopyManager(registry: registry, limits: limits, tokenLimits: tokenLimits, mover: mover,
+                                       clock: clock)
+        }
     }
 
     /// Registers the device's logical units with the process-wide registry, with the
@@ -47,7 +59,8 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
             let blockCount = min(lu.blockCount, store.byteCount / UInt64(lu.blockSize))
             self.manager.registry.register(CopyUnit(
                 id: CopyUnitID(targetName: self.targetName, lun: lu.number), designators: designators,
-                blockSize: lu.blockSize, blockCount: blockCount, store: store, isReadOnly: lu.readOnly))
+                blockSize: lu.blockSize, blockCount: blockCount, store: store, isReadOnly: lu.readOnly,
+                isThinProvisioned: lu.thinProvisioned))
         }
         device.nexusDidClose(probe)
     }
@@ -68,7 +81,24 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
         let extendedCopyUsage: [UInt8] = [0x83, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0x00]
         let lid1ListUsage: [UInt8] = [0x84, 0x1F, 0xFF, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0x00]
         let lid4ListUsage: [UInt8] = [0x84, 0x1F, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0x00]
+        let tokenUsage: [UInt8] = [0x83, 0x1F, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x3F, 0x00]
         return [
+            CommandDescriptor(0x83, serviceAction: 0x10, "POPULATE TOKEN", usage: tokenUsage,
+                              direction: .dataOut, flags: [.readsMedium], timeouts: (30, 600),
+                              handler: { [unowned self] in try self.tokenCommand($0, populate: true) }),
+            CommandDescriptor(0x83, serviceAction: 0x11, "WRITE USING TOKEN", usage: tokenUsage,
+                              direction: .dataOut, flags: [.writesMedium], timeouts: (30, 600),
+                              handler: { [unowned self] in try self.tokenCommand($0, populate: false) }),
+            CommandDescriptor(0x84, serviceAction: 0x07, "RECEIVE ROD TOKEN INFORMATION", usage: lid4ListUsage,
+                              direction: .dataIn, flags: [.allowedUnderReservation],
+                              handler: { [unowned self] in try self.receiveRODTokenInformation($0) }),
+            CommandDescriptor(0x84, serviceAction: 0x08, "REPORT ALL ROD TOKENS",
+                              usage: [0x84, 0x1F, 0, 0, 0, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0xFF, 0xFF, 0, 0x00],
+                              direction: .dataIn, flags: [.allowedUnderReservation],
+                              handler: { [unowned self] in
+                                  let data = self.manager.reportAllRODTokens(unit: self.unitID($0))
+                                  return .complete(.parameterData(data, allocationLength: Self.parameterListLength($0.cdb)))
+                              }),
             CommandDescriptor(0x83, serviceAction: 0x00, "EXTENDED COPY(LID1)", usage: extendedCopyUsage,
                               direction: .dataOut, flags: [.modifiesUnderPersistentReservation], timeouts: (30, 600),
                               handler: { [unowned self] in try self.extendedCopy($0, format: .lid1) }),
@@ -101,7 +131,7 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
     public func vpdPageCodes(for unit: LogicalUnit) -> [UInt8] { [0x8F] }
 
     public func vpdPage(_ pageCode: UInt8, for unit: LogicalUnit) -> [UInt8]? {
-        pageCode == 0x8F ? self.manager.thirdPartyCopyDescriptors() : nil
+        pageCode == 0x8F ? self.manager.thirdPartyCopyDescriptors(blockSize: unit.blockSize) : nil
     }
 
     /// Standard INQUIRY byte 5 bit 3: 3PC.
@@ -128,9 +158,12 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
             }
         case .logicalUnitReset:
             guard let lun else { return }
-            self.manager.stopCopies { _, _, unit in unit == CopyUnitID(targetName: target, lun: lun) }
+            let unit = CopyUnitID(targetName: target, lun: lun)
+            self.manager.stopCopies { _, _, receiving in receiving == unit }
+            self.manager.tokens.revoke(cause: "LOGICAL UNIT RESET") { $0.source == unit }
         case .targetWarmReset, .targetColdReset:
             self.manager.stopCopies { _, _, unit in unit.targetName == target }
+            self.manager.tokens.revoke(cause: "target reset") { $0.source.targetName == target }
         case .abortTask, .clearACA:
             break
         }
@@ -161,6 +194,48 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
             }
             return .good
         }
+    }
+
+    private static func listIdentifier(_ cdb: [UInt8], at index: Int) -> UInt32 {
+        UInt32(cdb[index]) << 24 | UInt32(cdb[index + 1]) << 16 | UInt32(cdb[index + 2]) << 8 | UInt32(cdb[index + 3])
+    }
+
+    /// POPULATE TOKEN / WRITE USING TOKEN: LIST IDENTIFIER in CDB bytes 6–9.
+    func tokenCommand(_ context: CommandContext, populate: Bool) throws -> CommandOutcome {
+        let length = Self.parameterListLength(context.cdb)
+        guard length > 0 else { return .complete(.good) }
+        let unit = self.unitID(context)
+        let nexus = context.nexus
+        let listID = Self.listIdentifier(context.cdb, at: 6)
+        let manager = self.manager
+        return .execute(wantsDataOut: true, mayBlock: true) { dataOut in
+            var list: [UInt8] = []
+            if let dataOut {
+                let count = min(length, dataOut.readableBytes)
+                list = dataOut.getBytes(at: dataOut.readerIndex, length: count) ?? []
+            }
+            do throws(CopyError) {
+                if populate {
+                    try manager.populateToken(list, listID: listID, unit: unit, nexus: nexus)
+                } else {
+                    try manager.writeUsingToken(list, listID: listID, unit: unit, nexus: nexus)
+                }
+            } catch {
+                throw error.scsiError
+            }
+            return .good
+        }
+    }
+
+    func receiveRODTokenInformation(_ context: CommandContext) throws -> CommandOutcome {
+        let data: [UInt8]
+        do throws(CopyError) {
+            data = try self.manager.rodTokenInformation(listID: Self.listIdentifier(context.cdb, at: 2),
+                                                        unit: self.unitID(context), nexus: context.nexus)
+        } catch {
+            throw error.scsiError
+        }
+        return .complete(.parameterData(data, allocationLength: Self.parameterListLength(context.cdb)))
     }
 
     func copyOperationAbort(_ context: CommandContext) throws -> CommandOutcome {

@@ -37,8 +37,27 @@ public struct CopyListKey: Sendable, Hashable {
 
 public enum CopyOutcome: Sendable, Equatable {
     case completed
+    /// WRITE USING TOKEN: the ROD ran out before the destination ranges were filled; what it
+    /// held was written (COPY OPERATION STATUS 03h).
+    case completedWithPartialTokenUsage
     case failed(SenseData)
     case aborted
+}
+
+/// The command that started a copy operation.
+public enum CopyCommandKind: Sendable, Equatable {
+    case extendedCopy(ExtendedCopyFormat)
+    case populateToken
+    case writeUsingToken
+
+    /// Its service action (RESPONSE TO SERVICE ACTION in the LID4 status).
+    public var serviceAction: UInt8 {
+        switch self {
+        case .extendedCopy(let format): format.serviceAction
+        case .populateToken: 0x10
+        case .writeUsingToken: 0x11
+        }
+    }
 }
 
 public struct CopyOperation: Sendable, Equatable {
@@ -47,13 +66,26 @@ public struct CopyOperation: Sendable, Equatable {
         case finished(CopyOutcome, at: NIODeadline)
     }
     public var key: CopyListKey
-    public var format: ExtendedCopyFormat
+    public var kind: CopyCommandKind
+    /// The EXTENDED COPY format (LID4 for the token commands, whose list IDs are 4 bytes).
+    public var format: ExtendedCopyFormat {
+        if case .extendedCopy(let format) = kind { return format }
+        return .lid4
+    }
     public var usage: ListIDUsage
     public var state: State
     public var segmentsProcessed: Int
     public var bytesTransferred: UInt64
     /// The nexus went away while the copy ran: nothing is held when it ends.
     public var orphaned = false
+    /// Token commands report transfer counts in logical blocks of this size (units F1h).
+    public var blockSize: Int?
+    /// POPULATE TOKEN: the token, once created.
+    public var token: [UInt8]?
+    /// Runs after the command completed (IMMED = 1).
+    public var background = false
+    /// Progress reports so far (OPERATION COUNTER).
+    public var statusUpdates: UInt16 = 0
 }
 
 public struct CopyOperationTable: Sendable {
@@ -69,6 +101,12 @@ public struct CopyOperationTable: Sendable {
     /// Starts tracking a copy. Returns false when LIST ID USAGE says nothing is tracked.
     public mutating func begin(_ key: CopyListKey, format: ExtendedCopyFormat, usage: ListIDUsage,
                                now: NIODeadline) throws(CopyError) -> Bool {
+        try self.begin(key, kind: .extendedCopy(format), usage: usage, now: now)
+    }
+
+    /// Starts tracking a copy of any kind; `configure` fills in its token-command details.
+    public mutating func begin(_ key: CopyListKey, kind: CopyCommandKind, usage: ListIDUsage, now: NIODeadline,
+                               configure: (inout CopyOperation) -> Void = { _ in }) throws(CopyError) -> Bool {
         self.expire(now: now)
         guard usage != .none else { return false }
         if let existing = self.operations[key], case .running = existing.state {
@@ -76,9 +114,10 @@ public struct CopyOperationTable: Sendable {
         }
         let running = self.operations.values.filter { if case .running = $0.state { true } else { false } }.count
         if running >= self.maximumRunning { throw .operationInProgress }
-        self.operations[key] = CopyOperation(key: key, format: format, usage: usage,
-                                             state: .running(abortRequested: false),
-                                             segmentsProcessed: 0, bytesTransferred: 0)
+        var operation = CopyOperation(key: key, kind: kind, usage: usage, state: .running(abortRequested: false),
+                                      segmentsProcessed: 0, bytesTransferred: 0)
+        configure(&operation)
+        self.operations[key] = operation
         return true
     }
 
@@ -86,7 +125,13 @@ public struct CopyOperationTable: Sendable {
         guard var operation = self.operations[key], case .running = operation.state else { return }
         operation.segmentsProcessed = segmentsProcessed
         operation.bytesTransferred = bytesTransferred
+        operation.statusUpdates &+= 1
         self.operations[key] = operation
+    }
+
+    /// POPULATE TOKEN: the token to report once the operation has completed.
+    public mutating func attachToken(_ key: CopyListKey, _ token: [UInt8]) {
+        self.operations[key]?.token = token
     }
 
     public func isAbortRequested(_ key: CopyListKey) -> Bool {
@@ -132,7 +177,7 @@ public struct CopyOperationTable: Sendable {
         if case .finished(let outcome, _) = operation.state {
             switch read {
             case .statusLID1:
-                if outcome == .completed { self.operations[key] = nil }
+                if outcome == .completed || outcome == .completedWithPartialTokenUsage { self.operations[key] = nil }
             case .statusLID4, .failureDetails:
                 self.operations[key] = nil
             }

@@ -43,18 +43,22 @@ public final class CopyUnit: Sendable {
     public let blockCount: UInt64
     public let store: any BlockStore
     public let isReadOnly: Bool
+    /// Thin provisioned (LBPME): zeroing by token deallocates instead of writing zeros.
+    public let isThinProvisioned: Bool
     /// Whether writes may stay in a volatile cache (WCE); false: copies write durably.
     private let writeCacheProbe: Mutex<(read: @Sendable () -> Bool, fromDevice: Bool)>
     private let statisticsState = Mutex(CopyStatistics())
 
     public init(id: CopyUnitID, designators: [Designator], blockSize: Int, blockCount: UInt64, store: any BlockStore,
-                isReadOnly: Bool = false, writeCacheEnabled: @escaping @Sendable () -> Bool = { true }) {
+                isReadOnly: Bool = false, isThinProvisioned: Bool = false,
+                writeCacheEnabled: @escaping @Sendable () -> Bool = { true }) {
         self.id = id
         self.designators = designators.filter { $0.association == 0 }
         self.blockSize = blockSize
         self.blockCount = blockCount
         self.store = store
         self.isReadOnly = isReadOnly
+        self.isThinProvisioned = isThinProvisioned
         self.writeCacheProbe = Mutex((writeCacheEnabled, false))
     }
 
@@ -79,8 +83,12 @@ public final class CopyUnit: Sendable {
 /// The process-wide set of logical units copies may address.
 public final class CopyUnitRegistry: Sendable {
     private let units = Mutex<[CopyUnitID: CopyUnit]>([:])
+    /// Every ROD token of the process.
+    public let tokens: RODTokenStore
 
-    public init() {}
+    public init(tokens: RODTokenStore = RODTokenStore(makeSnapshotStore: RODTokenStore.temporaryFiles())) {
+        self.tokens = tokens
+    }
 
     public func register(_ unit: CopyUnit) {
         self.units.withLock { $0[unit.id] = unit }

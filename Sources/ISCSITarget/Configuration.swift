@@ -68,6 +68,8 @@ public struct TargetDefinition: Sendable {
     public var luns: [LUNDefinition]
     /// EXTENDED COPY limits of this target's copy manager (table `[target.copy]`).
     public var copyLimits = CopyLimits()
+    /// ROD token limits of this target's copy manager (table `[target.tokens]`).
+    public var tokenLimits = RODTokenLimits()
 }
 
 public struct ServerConfiguration: Sendable {
@@ -210,6 +212,48 @@ public struct ServerConfiguration: Sendable {
             return limits
         }
 
+        /// `[target.tokens]`: POPULATE TOKEN / WRITE USING TOKEN limits (see Docs/copy-offload.md).
+        func parseTokenLimits(_ tokens: TOMLTable, path: String, section: LineLocator.Section) -> RODTokenLimits {
+            checkKeys(tokens, allowed: ["default_inactivity_timeout", "max_inactivity_timeout", "max_tokens",
+                                        "max_token_transfer_size", "optimal_transfer_count", "max_range_descriptors",
+                                        "default_rod_type", "tombstone_seconds"],
+                      path: path, section: section)
+            func integer(_ key: String, _ range: ClosedRange<Int>) -> Int? {
+                guard let v = tokens[key] else { return nil }
+                guard let n = v.int, range.contains(n) else {
+                    issue("\(path).\(key)", "must be an integer from \(range.lowerBound) to \(range.upperBound)",
+                          section: section, key: key)
+                    return nil
+                }
+                return n
+            }
+            var limits = RODTokenLimits()
+            if let n = integer("max_inactivity_timeout", 1...86400) { limits.maximumInactivityTimeout = UInt32(n) }
+            if let n = integer("default_inactivity_timeout", 1...86400) {
+                if UInt32(n) > limits.maximumInactivityTimeout {
+                    issue("\(path).default_inactivity_timeout", "must not exceed max_inactivity_timeout (\(limits.maximumInactivityTimeout))",
+                          section: section, key: "default_inactivity_timeout")
+                } else {
+                    limits.defaultInactivityTimeout = UInt32(n)
+                }
+            }
+            if let n = integer("max_tokens", 1...65536) { limits.maximumTokens = n }
+            if let n = integer("max_token_transfer_size", 0...Int(UInt32.max)) { limits.maximumTokenTransferSize = UInt64(n) }
+            if let n = integer("optimal_transfer_count", 0...Int(UInt32.max)) { limits.optimalTransferCount = UInt64(n) }
+            if let n = integer("max_range_descriptors", 1...1024) { limits.maximumRangeDescriptors = n }
+            if let n = integer("tombstone_seconds", 1...86400) { limits.tombstoneLifetime = Int64(n) }
+            if let v = tokens["default_rod_type"] {
+                let names = RODType.creatable.map(\.description)
+                if let name = v.string, let type = RODType(name: name), RODType.creatable.contains(type) {
+                    limits.defaultRODType = type
+                } else {
+                    issue("\(path).default_rod_type", "must be one of \(names.map { "\"\($0)\"" }.joined(separator: ", "))",
+                          section: section, key: "default_rod_type")
+                }
+            }
+            return limits
+        }
+
         checkKeys(root, allowed: ["server", "target"], path: "", section: .root)
         let server = root["server"]?.table
         if root["server"] != nil && server == nil { issue("server", "must be a table") }
@@ -258,7 +302,7 @@ public struct ServerConfiguration: Sendable {
                 issue(tpath, "must be a table", section: section)
                 continue
             }
-            checkKeys(t, allowed: ["name", "alias", "portal_group", "lun", "copy"], path: tpath, section: section)
+            checkKeys(t, allowed: ["name", "alias", "portal_group", "lun", "copy", "tokens"], path: tpath, section: section)
             let name = t["name"]?.string ?? ""
             if name.isEmpty {
                 issue("\(tpath).name", "required", section: section)
@@ -280,6 +324,14 @@ public struct ServerConfiguration: Sendable {
                     copyLimits = parseCopyLimits(copy, path: "\(tpath).copy", section: section)
                 } else {
                     issue("\(tpath).copy", "must be a table", section: section, key: "copy")
+                }
+            }
+            var tokenLimits = RODTokenLimits()
+            if let value = t["tokens"] {
+                if let tokens = value.table {
+                    tokenLimits = parseTokenLimits(tokens, path: "\(tpath).tokens", section: section)
+                } else {
+                    issue("\(tpath).tokens", "must be a table", section: section, key: "tokens")
                 }
             }
             var luns: [LUNDefinition] = []
@@ -398,6 +450,7 @@ public struct ServerConfiguration: Sendable {
             targets.append(TargetDefinition(name: name, alias: t["alias"]?.string, portalGroupTag: tpgt,
                                             luns: luns.sorted { $0.number < $1.number }))
             targets[targets.count - 1].copyLimits = copyLimits
+            targets[targets.count - 1].tokenLimits = tokenLimits
         }
         if !issues.isEmpty {
             throw ConfigurationError(issues: issues.sorted { ($0.line ?? 0) < ($1.line ?? 0) }, source: source)

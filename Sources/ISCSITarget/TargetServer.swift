@@ -142,6 +142,7 @@ public final class TargetServer: @unchecked Sendable {
     private var stores: [any BlockStore] = []
     /// Every LUN of the process as the copy managers see them (copy statistics).
     private var copyUnits: CopyUnitRegistry?
+    private var tokenSweep: RepeatedTask?
 
     public init(configuration: ServerConfiguration, logger: Logger = Logger(label: "iscsi-target")) {
         self.configuration = configuration
@@ -158,8 +159,24 @@ public final class TargetServer: @unchecked Sendable {
         threadPool.start()
         var devices: [String: SCSITargetDevice] = [:]
         try FileManager.default.createDirectory(atPath: configuration.stateDirectory, withIntermediateDirectories: true)
-        // Every LUN of the process, so EXTENDED COPY can copy between targets.
-        let copyUnits = CopyUnitRegistry()
+        // Every LUN of the process, so EXTENDED COPY and tokens can copy between targets.
+        let tokenStore = RODTokenStore(makeSnapshotStore: RODTokenStore.temporaryFiles(
+            directory: (configuration.stateDirectory as NSString).appendingPathComponent("tokens")))
+        let copyUnits = CopyUnitRegistry(tokens: tokenStore)
+        let tokenLogger = self.logger
+        tokenStore.observe { transition in
+            let token = transition.token
+            var metadata: Logger.Metadata = [
+                "token.id": "\(token.identifier)", "token.type": "\(token.type)",
+                "token.from": "\(transition.from)", "token.to": "\(transition.to)",
+                "token.cause": "\(transition.cause)", "token.source": "\(token.source)",
+                "token.ranges": "\(token.ranges.map { "\($0.lba)+\($0.blocks)" }.joined(separator: ","))",
+                "token.bytes": "\(token.bytesRepresented)", "token.owner": "\(token.owner)",
+            ]
+            if let left = token.timeLeft { metadata["token.time_left_ms"] = "\(left.nanoseconds / 1_000_000)" }
+            if token.bytesPreserved > 0 { metadata["token.bytes_preserved"] = "\(token.bytesPreserved)" }
+            tokenLogger.info("ROD token \(transition.to)", metadata: metadata)
+        }
         for target in configuration.targets {
             var units: [LogicalUnitConfiguration] = []
             var stores: [UInt16: any BlockStore] = [:]
@@ -173,7 +190,9 @@ public final class TargetServer: @unchecked Sendable {
                 } catch {
                     throw ServerStartError(description: "LUN \(lun.number) of \(target.name): \(error)")
                 }
-                stores[lun.number] = store
+                // Every writer goes through the guard, so ROD tokens see changes to their sources.
+                stores[lun.number] = GuardedBlockStore(store, unit: CopyUnitID(targetName: target.name, lun: lun.number),
+                                                       tokens: tokenStore)
                 self.stores.append(store)
                 var unit = LogicalUnitConfiguration.derived(
                     targetName: target.name, number: lun.number, blockSize: lun.blockSize,
@@ -190,7 +209,8 @@ public final class TargetServer: @unchecked Sendable {
                 if let s = lun.serialNumber { unit.serialNumber = s }
                 units.append(unit)
             }
-            let copyOffload = CopyOffloadExtension(targetName: target.name, registry: copyUnits, limits: target.copyLimits)
+            let copyOffload = CopyOffloadExtension(targetName: target.name, registry: copyUnits, limits: target.copyLimits,
+                                                   tokenLimits: target.tokenLimits)
             let streams = StreamsExtension(settings: Dictionary(uniqueKeysWithValues: target.luns.compactMap { lun in
                 lun.streams.map { (lun.number, $0) } }))
             let device = SCSITargetDevice(
@@ -201,6 +221,10 @@ public final class TargetServer: @unchecked Sendable {
             devices[target.name] = device
         }
         self.copyUnits = copyUnits
+        // Token inactivity timeouts and tombstones are noticed (and logged) within a second.
+        self.tokenSweep = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
+            tokenStore.tick()
+        }
         let context = TargetContext(configuration: configuration, devices: devices, threadPool: threadPool, logger: logger)
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -256,6 +280,7 @@ public final class TargetServer: @unchecked Sendable {
         if let ctx {
             for session in ctx.sessions.allChannels() { try? await session.close() }
         }
+        self.tokenSweep?.cancel()
         for store in stores { try? store.flush() }
         self.logCopyStatistics()
         try? await threadPool.shutdownGracefully()

@@ -41,6 +41,12 @@ public protocol BlockStore: AnyObject, Sendable {
     var supportsDeallocation: Bool { get }
     /// Provisioning status for GET LBA STATUS (added; has a default implementation below).
     func provisioningStatus(at offset: UInt64, length: UInt64) -> (mapped: Bool, length: UInt64)
+    /// Copies `length` bytes from this store at `sourceOffset` to `destination` at
+    /// `destinationOffset` without passing them through a caller's buffer (copy_file_range,
+    /// reflinks), when the two stores can. Returns the bytes copied: fewer than `length` (0 by
+    /// default) means the caller copies the rest itself through a buffer.
+    func copyRange(to destination: any BlockStore, sourceOffset: UInt64, destinationOffset: UInt64,
+                   length: UInt64) throws(BlockStoreError) -> UInt64
 }
 
 extension BlockStore {
@@ -49,5 +55,11 @@ extension BlockStore {
     /// The default reports everything as mapped.
     public func provisioningStatus(at offset: UInt64, length: UInt64) -> (mapped: Bool, length: UInt64) {
         (true, length)
+    }
+
+    /// By default nothing is copied inside the storage.
+    public func copyRange(to destination: any BlockStore, sourceOffset: UInt64, destinationOffset: UInt64,
+                          length: UInt64) throws(BlockStoreError) -> UInt64 {
+        0
     }
 }

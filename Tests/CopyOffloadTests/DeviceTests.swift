@@ -78,7 +78,7 @@ struct DeviceTests {
         let f = DeviceFixture()
         #expect(f.run([0x12, 0, 0, 0, 96, 0]).bytes[5] & 0x08 == 0x08)
         #expect(f.run([0x12, 1, 0x00, 0, 255, 0]).bytes.contains(0x8F))
-        let page = f.run([0x12, 1, 0x8F, 0x01, 0x00, 0]).bytes
+        let page = f.run([0x12, 1, 0x8F, 0x04, 0x00, 0]).bytes
         #expect(Array(page[0..<2]) == [0x00, 0x8F])
         #expect(Int(page[2]) << 8 | Int(page[3]) == page.count - 4)
         #expect(Array(page[4...]) == f.copy.manager.thirdPartyCopyDescriptors())

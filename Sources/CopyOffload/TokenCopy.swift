@@ -1,0 +1,463 @@
+//
+// Token-based copy (SBC-4 §5.9 POPULATE TOKEN, §5.51 WRITE USING TOKEN; SPC-4 §6.18.6
+// RECEIVE ROD TOKEN INFORMATION, §6.19 REPORT ALL ROD TOKENS) on the copy manager.
+//
+// POPULATE TOKEN checks its parameter list and ranges, creates a token in the process-wide
+// `RODTokenStore` and records the operation under its list identifier; RECEIVE ROD TOKEN
+// INFORMATION returns the token. WRITE USING TOKEN recognises the token (length, type,
+// instance, authenticator), asks the token's state machine for a use, and copies the ROD's
+// bytes from OFFSET INTO ROD into the destination ranges in bounded chunks, checking COPY
+// OPERATION ABORT, resets and the token's validity between chunks. With IMMED set either
+// command returns GOOD at once and runs in the background; RRTI and RECEIVE COPY STATUS
+// (LID4) report progress in logical blocks (units F1h).
+//
+// Choices where the standards leave room (documented in Docs/copy-offload.md):
+// - RTV = 0 gets the configured default ROD type (point in time, persistent, unless the
+//   target definition says otherwise); "point in time default" is served as persistent.
+// - The ROD running out before the destination ranges are full is not an error: what it
+//   held is written, the command completes with GOOD and the status reads 03h (completed
+//   with partial ROD token usage) with the transfer count actually written.
+// - A token that stops being usable while WRITE USING TOKEN copies (a change-vulnerable
+//   token whose source is written, a revoked token) ends the command with COPY ABORTED and
+//   the token's ASC/ASCQ; what was written so far stays and is reported.
+//
+import Foundation
+import NIOCore
+import SCSI
+import Synchronization
+
+/// Token limits of one copy manager (the target definition's `[target.tokens]`; VPD 0x8F).
+public struct RODTokenLimits: Sendable, Equatable {
+    /// Seconds; used when POPULATE TOKEN's INACTIVITY TIMEOUT is 0.
+    public var defaultInactivityTimeout: UInt32 = 60
+    /// Seconds; a larger INACTIVITY TIMEOUT is INVALID FIELD IN PARAMETER LIST.
+    public var maximumInactivityTimeout: UInt32 = 600
+    /// Live tokens this copy manager holds at once (more: 55/0D).
+    public var maximumTokens: Int = 1024
+    /// Logical blocks one token may represent (and one WRITE USING TOKEN may write); 0: no limit.
+    public var maximumTokenTransferSize: UInt64 = 1 << 24
+    /// Logical blocks per token the copy manager prefers (VPD 0x8F OPTIMAL TRANSFER COUNT).
+    public var optimalTransferCount: UInt64 = 1 << 15
+    /// Block device range descriptors per command.
+    public var maximumRangeDescriptors: Int = 64
+    /// The ROD type when POPULATE TOKEN's RTV is 0.
+    public var defaultRODType: RODType = .pointInTimePersistent
+    /// Seconds a terminal token keeps answering with its own ASCQ before it is forgotten.
+    public var tombstoneLifetime: Int64 = 300
+
+    public init() {}
+}
+
+/// A block device range descriptor (SBC-4 §5.9.3).
+struct BlockRange: Sendable, Equatable {
+    var lba: UInt64
+    var blocks: UInt64
+    /// Offset of the descriptor in the parameter list.
+    var offset: Int
+}
+
+/// A decoded POPULATE TOKEN parameter list.
+struct PopulateTokenList: Sendable, Equatable {
+    var immediate: Bool
+    /// nil: RTV = 0.
+    var rodType: RODType?
+    var inactivityTimeout: UInt32
+    var ranges: [BlockRange]
+}
+
+/// A decoded WRITE USING TOKEN parameter list.
+struct WriteUsingTokenList: Sendable, Equatable {
+    var immediate: Bool
+    var deleteToken: Bool
+    var offsetIntoROD: UInt64
+    var token: [UInt8]
+    var ranges: [BlockRange]
+}
+
+enum TokenParameterLists {
+    /// The range descriptors at `start`, `length` bytes (a multiple of 16, not zero).
+    static func ranges(_ list: [UInt8], start: Int, lengthField: Int, limits: RODTokenLimits) throws(CopyError) -> [BlockRange] {
+        let length = Int(list.be16(lengthField))
+        guard length > 0, length % 16 == 0 else { throw .invalidField(byte: lengthField, bit: nil) }
+        guard start + length <= list.count else { throw .parameterListLength }
+        guard length / 16 <= limits.maximumRangeDescriptors else { throw .tooManySegments(byte: lengthField) }
+        return stride(from: start, to: start + length, by: 16).map { offset in
+            BlockRange(lba: list.be64(offset), blocks: UInt64(list.be32(offset + 8)), offset: offset)
+        }
+    }
+
+    /// The data length field (bytes 0–1) counts the bytes after it.
+    static func checkDataLength(_ list: [UInt8], minimum: Int) throws(CopyError) {
+        guard list.count >= minimum else { throw .parameterListLength }
+        guard Int(list.be16(0)) + 2 <= list.count else { throw .parameterListLength }
+    }
+
+    static func populateToken(_ list: [UInt8], limits: RODTokenLimits) throws(CopyError) -> PopulateTokenList {
+        try checkDataLength(list, minimum: 16)
+        let flags = list[2]
+        let rtv = flags & 0x02 != 0
+        var type: RODType?
+        if rtv {
+            guard let requested = RODType(rawValue: list.be32(8)), RODType.creatable.contains(requested) else {
+                throw .invalidField(byte: 8, bit: nil)
+            }
+            type = requested
+        }
+        let timeout = list.be32(4)
+        guard timeout <= limits.maximumInactivityTimeout else { throw .invalidField(byte: 4, bit: nil) }
+        let ranges = try ranges(list, start: 16, lengthField: 14, limits: limits)
+        return PopulateTokenList(immediate: flags & 0x01 != 0, rodType: type, inactivityTimeout: timeout, ranges: ranges)
+    }
+
+    static func writeUsingToken(_ list: [UInt8], limits: RODTokenLimits) throws(CopyError) -> WriteUsingTokenList {
+        try checkDataLength(list, minimum: 536)
+        let flags = list[2]
+        let ranges = try ranges(list, start: 536, lengthField: 534, limits: limits)
+        return WriteUsingTokenList(immediate: flags & 0x01 != 0, deleteToken: flags & 0x02 != 0,
+                                   offsetIntoROD: list.be64(8), token: Array(list[16..<528]), ranges: ranges)
+    }
+
+    /// Ranges inside the logical unit (21/00, INFORMATION = the first LBA outside), not
+    /// overlapping one another (26/00 at the later descriptor), not above `maximumBlocks`
+    /// in all (26/00 at the NUMBER OF LOGICAL BLOCKS that crosses it; 0: no limit).
+    static func check(_ ranges: [BlockRange], unit: CopyUnit, maximumBlocks: UInt64) throws(CopyError) -> [ByteRange] {
+        var total: UInt64 = 0
+        var accepted: [BlockRange] = []
+        for range in ranges {
+            let (end, overflow) = range.lba.addingReportingOverflow(range.blocks)
+            guard !overflow, end <= unit.blockCount else {
+                throw .lbaOutOfRange(lba: range.lba < unit.blockCount ? unit.blockCount : range.lba)
+            }
+            if range.blocks > 0, accepted.contains(where: { $0.blocks > 0 && $0.lba < end && range.lba < $0.lba + $0.blocks }) {
+                throw .invalidField(byte: range.offset, bit: nil)
+            }
+            total += range.blocks
+            if maximumBlocks > 0 && total > maximumBlocks { throw .invalidField(byte: range.offset + 8, bit: nil) }
+            accepted.append(range)
+        }
+        let blockSize = UInt64(unit.blockSize)
+        return accepted.filter { $0.blocks > 0 }.map { ByteRange(offset: $0.lba * blockSize, length: $0.blocks * blockSize) }
+    }
+}
+
+extension CopyManager {
+    private func key(_ nexus: ITNexus, _ unit: CopyUnitID, _ listID: UInt32) -> CopyListKey {
+        CopyListKey(initiatorPort: nexus.initiatorPortName, targetPort: nexus.targetPortName, unit: unit, listID: listID)
+    }
+
+    /// Records the end of a token operation; `bytes` nil: what its progress reports said.
+    private func finish(_ key: CopyListKey, _ outcome: CopyOutcome, bytes: UInt64?) {
+        let now = self.clock()
+        self.table.withLock { table in
+            let done = bytes ?? table.operations[key]?.bytesTransferred ?? 0
+            table.finish(key, outcome, segmentsProcessed: 0, bytesTransferred: done, now: now)
+        }
+    }
+
+    // MARK: POPULATE TOKEN
+
+    /// POPULATE TOKEN received by `unit` from `nexus` with LIST IDENTIFIER `listID`.
+    public func populateToken(_ parameterList: [UInt8], listID: UInt32, unit unitID: CopyUnitID,
+                              nexus: ITNexus) throws(CopyError) {
+        guard !parameterList.isEmpty else { return }
+        let list = try TokenParameterLists.populateToken(parameterList, limits: self.tokenLimits)
+        guard let unit = self.registry.unit(unitID) else { throw .token(.causeNotReportable) }
+        let ranges = try TokenParameterLists.check(list.ranges, unit: unit,
+                                                   maximumBlocks: self.tokenLimits.maximumTokenTransferSize)
+        let key = self.key(nexus, unitID, listID)
+        let blockSize = unit.blockSize
+        _ = try self.table.withLock { table throws(CopyError) in
+            try table.begin(key, kind: .populateToken, usage: .hold, now: self.clock()) { operation in
+                operation.blockSize = blockSize
+                operation.background = list.immediate
+            }
+        }
+        let timeout = list.inactivityTimeout == 0 ? self.tokenLimits.defaultInactivityTimeout : list.inactivityTimeout
+        let created: (identifier: UInt64, bytes: [UInt8])
+        do {
+            created = try self.tokens.create(
+                type: list.rodType ?? self.tokenLimits.defaultRODType, source: unit, ranges: ranges,
+                inactivityTimeout: .seconds(Int64(timeout)),
+                tombstoneLifetime: .seconds(self.tokenLimits.tombstoneLifetime),
+                owner: nexus.initiatorPortName, createdBy: unitID.targetName,
+                maximumTokens: self.tokenLimits.maximumTokens)
+        } catch {
+            self.finish(key, error.sense.map { .failed($0) } ?? .aborted, bytes: 0)
+            throw error
+        }
+        let bytes = ranges.reduce(UInt64(0)) { $0 + $1.length }
+        let populate: @Sendable () -> Void = { [tokens = self.tokens] in
+            tokens.apply(.populated(now: self.clock()), to: created.identifier, cause: "POPULATE TOKEN")
+            self.table.withLock { $0.attachToken(key, created.bytes) }
+            self.finish(key, .completed, bytes: bytes)
+        }
+        if list.immediate {
+            self.background(populate)
+        } else {
+            populate()
+        }
+    }
+
+    // MARK: WRITE USING TOKEN
+
+    /// WRITE USING TOKEN received by `unit` from `nexus` with LIST IDENTIFIER `listID`.
+    /// Blocks until the copy ends unless IMMED is set.
+    public func writeUsingToken(_ parameterList: [UInt8], listID: UInt32, unit unitID: CopyUnitID,
+                                nexus: ITNexus) throws(CopyError) {
+        guard !parameterList.isEmpty else { return }
+        let list = try TokenParameterLists.writeUsingToken(parameterList, limits: self.tokenLimits)
+        guard let destination = self.registry.unit(unitID) else { throw .token(.causeNotReportable) }
+        let ranges = try TokenParameterLists.check(list.ranges, unit: destination,
+                                                   maximumBlocks: self.tokenLimits.maximumTokenTransferSize)
+        if destination.isReadOnly { throw .medium(SenseData(key: .dataProtect, code: .writeProtected)) }
+        let use: RODTokenUse?
+        switch self.tokens.beginUse(list.token) {
+        case .failure(let error): throw .token(error)
+        case .success(let granted): use = granted
+        }
+        let destinationBytes = ranges.reduce(UInt64(0)) { $0 + $1.length }
+        var available = destinationBytes
+        if let use {
+            let (start, overflow) = list.offsetIntoROD.multipliedReportingOverflow(by: UInt64(destination.blockSize))
+            guard !overflow, start < use.bytesRepresented else {
+                self.tokens.endUse(use.identifier, deleteToken: false)
+                throw .invalidField(byte: 8, bit: nil)
+            }
+            available = use.bytesRepresented - start
+        }
+        let transfer = min(destinationBytes, available)
+        let key = self.key(nexus, unitID, listID)
+        do {
+            _ = try self.table.withLock { table throws(CopyError) in
+                try table.begin(key, kind: .writeUsingToken, usage: .hold, now: self.clock()) { operation in
+                    operation.blockSize = destination.blockSize
+                    operation.background = list.immediate
+                }
+            }
+        } catch {
+            if let use { self.tokens.endUse(use.identifier, deleteToken: false) }
+            throw error
+        }
+        let stop = StopFlag()
+        let number = self.nextCopyNumber.wrappingAdd(1, ordering: .relaxed).newValue
+        self.running.withLock {
+            $0[number] = RunningCopy(initiatorPort: nexus.initiatorPortName, targetPort: nexus.targetPortName,
+                                     unit: unitID, stop: stop)
+        }
+        let partial = transfer < destinationBytes
+        let rodStart = list.offsetIntoROD * UInt64(destination.blockSize)
+        // Returns the error that ended the copy, nil on success.
+        let work: @Sendable () -> CopyError? = {
+            defer { _ = self.running.withLock { $0.removeValue(forKey: number) } }
+            let shouldStop: @Sendable () -> Bool = {
+                stop.raised.load(ordering: .relaxed) || self.table.withLock { $0.isAbortRequested(key) }
+            }
+            let progress: @Sendable (UInt64) -> Void = { total in
+                self.table.withLock { $0.progress(key, segmentsProcessed: 0, bytesTransferred: total) }
+            }
+            do throws(CopyError) {
+                if let use {
+                    try self.copyFromToken(use, rodStart: rodStart, length: transfer, to: destination, ranges: ranges,
+                                           shouldStop: shouldStop, progress: progress)
+                } else {
+                    try self.writeZeros(to: destination, ranges: ranges, shouldStop: shouldStop, progress: progress)
+                }
+            } catch {
+                if let use { self.tokens.endUse(use.identifier, deleteToken: false) }
+                destination.record { $0.failedOperations += 1 }
+                self.finish(key, error.sense.map { .failed($0) } ?? .aborted, bytes: nil)
+                return error
+            }
+            if let use {
+                self.tokens.endUse(use.identifier, deleteToken: list.deleteToken)
+                use.source.record { $0.bytesRead += transfer }
+            }
+            destination.record {
+                $0.operations += 1
+                $0.bytesWritten += transfer
+            }
+            self.finish(key, partial ? .completedWithPartialTokenUsage : .completed, bytes: transfer)
+            return nil
+        }
+        if list.immediate {
+            self.background { _ = work() }
+        } else if let error = work() {
+            throw error
+        }
+    }
+
+    /// Copies `length` bytes of the token's ROD from `rodStart` into the destination ranges.
+    private func copyFromToken(_ use: RODTokenUse, rodStart: UInt64, length: UInt64, to destination: CopyUnit,
+                               ranges: [ByteRange], shouldStop: @escaping @Sendable () -> Bool,
+                               progress: @escaping @Sendable (UInt64) -> Void) throws(CopyError) {
+        var done: UInt64 = 0
+        let durable = !destination.writeCacheEnabled
+        func check() throws(CopyError) {
+            if let error = self.tokens.useError(use.identifier) { throw .tokenInvalidatedDuringCopy(error) }
+        }
+        for range in ranges {
+            guard done < length else { break }
+            var written: UInt64 = 0
+            let count = min(range.length, length - done)
+            while written < count {
+                let rodOffset = rodStart + done + written
+                if use.type == .pointInTimePersistent {
+                    // Through the token store, which serves preserved bytes from the token's own storage.
+                    let chunk = min(count - written, UInt64(self.mover.chunkSize))
+                    if shouldStop() { throw .aborted(segment: 0) }
+                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunk), alignment: 4096)
+                    defer { buffer.deallocate() }
+                    do throws(TokenReadError) {
+                        try self.tokens.read(use, at: rodOffset, into: buffer)
+                    } catch {
+                        switch error {
+                        case .token(let tokenError): throw .tokenInvalidatedDuringCopy(tokenError)
+                        case .storage(let storeError): throw .medium(SCSIError(mapping: storeError).sense!)
+                        }
+                    }
+                    do {
+                        try destination.store.write(UnsafeRawBufferPointer(buffer), at: range.offset + written, durable: false)
+                    } catch {
+                        throw .medium(SCSIError(mapping: error).sense!)
+                    }
+                    written += chunk
+                    progress(done + written)
+                } else {
+                    // The source as it is now: one source piece at a time, inside the storage when it can.
+                    guard let piece = RODTokenStore.overlapsROD(
+                        use.ranges, rodOffset: rodOffset, end: rodOffset + (count - written)).first else {
+                        throw .tokenInvalidatedDuringCopy(.causeNotReportable)
+                    }
+                    let (sourceOffset, pieceLength) = (piece.1, piece.2)
+                    let base = done + written
+                    let moved: UInt64
+                    do throws(MoveError) {
+                        moved = try self.mover.move(
+                            from: use.source.store, at: sourceOffset, to: destination.store, at: range.offset + written,
+                            length: pieceLength, durable: false,
+                            shouldStop: { shouldStop() || self.tokens.useError(use.identifier) != nil },
+                            progress: { progress(base + $0) })
+                    } catch {
+                        try check()
+                        switch error {
+                        case .stopped: throw .aborted(segment: 0)
+                        case .readFailed(let e, _), .writeFailed(let e, _): throw .medium(SCSIError(mapping: e).sense!)
+                        }
+                    }
+                    try check()
+                    written += moved
+                }
+            }
+            done += written
+        }
+        if durable {
+            do { try destination.store.flush() } catch { throw .medium(SCSIError(mapping: error).sense!) }
+        }
+    }
+
+    /// The block device zero ROD token: zeros into every range (deallocated on a thin LU).
+    private func writeZeros(to destination: CopyUnit, ranges: [ByteRange], shouldStop: @Sendable () -> Bool,
+                            progress: @Sendable (UInt64) -> Void) throws(CopyError) {
+        var done: UInt64 = 0
+        let chunk = UInt64(self.mover.chunkSize)
+        let zeros = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunk), alignment: 4096)
+        zeros.initializeMemory(as: UInt8.self, repeating: 0)
+        defer { zeros.deallocate() }
+        let deallocate = destination.isThinProvisioned && destination.store.supportsDeallocation
+        do {
+            for range in ranges {
+                var written: UInt64 = 0
+                while written < range.length {
+                    if shouldStop() { throw CopyError.aborted(segment: 0) }
+                    let count = min(range.length - written, deallocate ? chunk * 64 : chunk)
+                    if deallocate {
+                        try destination.store.deallocate(at: range.offset + written, length: count)
+                    } else {
+                        try destination.store.write(UnsafeRawBufferPointer(rebasing: zeros[0..<Int(count)]),
+                                                    at: range.offset + written, durable: false)
+                    }
+                    written += count
+                    progress(done + written)
+                }
+                done += written
+            }
+            if !destination.writeCacheEnabled { try destination.store.flush() }
+        } catch let error as CopyError {
+            throw error
+        } catch let error as BlockStoreError {
+            throw .medium(SCSIError(mapping: error).sense!)
+        } catch {
+            throw .medium(SenseData(key: .hardwareError, code: .internalTargetFailure))
+        }
+    }
+
+    // MARK: RECEIVE ROD TOKEN INFORMATION, REPORT ALL ROD TOKENS
+
+    /// RECEIVE ROD TOKEN INFORMATION for list `listID` of (nexus, unit). A finished
+    /// operation's information is freed once returned.
+    public func rodTokenInformation(listID: UInt32, unit: CopyUnitID, nexus: ITNexus) throws(CopyError) -> [UInt8] {
+        let key = self.key(nexus, unit, listID)
+        guard let operation = self.table.withLock({ $0.read(key, .statusLID4, now: self.clock()) }) else {
+            throw .invalidFieldInCDB(byte: 2, bit: nil)
+        }
+        return Self.rodTokenInformation(operation)
+    }
+
+    /// REPORT ALL ROD TOKENS: the first 96 bytes (the ROD management token) of every live
+    /// token whose source is `unit`.
+    public func reportAllRODTokens(unit: CopyUnitID) -> [UInt8] {
+        var data = [UInt8](repeating: 0, count: 8)
+        for token in self.tokens.liveTokenBytes(source: unit) { data += token.prefix(96) }
+        data.put32(UInt32(data.count - 4), at: 0)
+        return data
+    }
+
+    // MARK: VPD 0x8F token descriptors
+
+    /// Block Device ROD Limits (0000h), ROD Token Features (0106h), Supported ROD Types (0108h).
+    func tokenDescriptors(blockSize: Int) -> [UInt8] {
+        let limits = self.tokenLimits
+        var rodLimits = [UInt8](repeating: 0, count: 36)
+        rodLimits.put16(0x0000, at: 0)
+        rodLimits.put16(0x0020, at: 2)
+        rodLimits.put16(UInt16(clamping: limits.maximumRangeDescriptors), at: 10)
+        rodLimits.put32(limits.maximumInactivityTimeout, at: 12)
+        rodLimits.put32(limits.defaultInactivityTimeout, at: 16)
+        rodLimits.put64(limits.maximumTokenTransferSize, at: 20)
+        rodLimits.put64(limits.optimalTransferCount, at: 28)
+
+        var features = [UInt8](repeating: 0, count: 96)
+        features.put16(0x0106, at: 0)
+        features.put16(92, at: 2)
+        features[4] = 0x00  // REMOTE TOKENS: none (tokens of this process only)
+        features.put32(1, at: 16)  // MINIMUM TOKEN LIFETIME, s
+        features.put32(limits.maximumInactivityTimeout, at: 20)  // MAXIMUM TOKEN LIFETIME (while idle)
+        features.put32(limits.maximumInactivityTimeout, at: 24)  // MAXIMUM TOKEN INACTIVITY TIMEOUT
+        features.put16(48, at: 46)  // ROD DEVICE TYPE SPECIFIC FEATURES DESCRIPTORS LENGTH
+        // Block device descriptor.
+        features[48] = 0x00
+        features.put16(0x002C, at: 50)
+        features.put16(1, at: 54)  // OPTIMAL BLOCK ROD LENGTH GRANULARITY (blocks)
+        let maximumBytes = limits.maximumTokenTransferSize == 0 ? UInt64.max
+            : limits.maximumTokenTransferSize.multipliedReportingOverflow(by: UInt64(blockSize)).partialValue
+        features.put64(maximumBytes, at: 56)  // MAXIMUM BYTES IN BLOCK ROD
+        let optimalBytes = limits.optimalTransferCount * UInt64(blockSize)
+        features.put64(optimalBytes, at: 64)  // OPTIMAL BYTES IN BLOCK ROD TRANSFER
+        features.put64(optimalBytes, at: 72)  // OPTIMAL BYTES TO TOKEN PER SEGMENT
+        features.put64(optimalBytes, at: 80)  // OPTIMAL BYTES FROM TOKEN PER SEGMENT
+
+        let types: [(RODType, UInt8)] = RODType.allCases.map { ($0, $0 == .blockDeviceZero ? 0x02 : 0x03) }
+        var supported = [UInt8](repeating: 0, count: 8)
+        supported.put16(0x0108, at: 0)
+        supported.put16(UInt16(4 + 64 * types.count), at: 2)
+        supported.put16(UInt16(64 * types.count), at: 6)
+        for (type, flags) in types {
+            var entry = [UInt8](repeating: 0, count: 64)
+            entry.put32(type.rawValue, at: 0)
+            entry[4] = flags  // TOKEN_IN 02h, TOKEN_OUT 01h
+            entry.put16(type == limits.defaultRODType ? 1 : 0, at: 6)  // PREFERENCE INDICATION
+            supported += entry
+        }
+        return rodLimits + features + supported
+    }
+}
