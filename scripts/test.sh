@@ -3,7 +3,7 @@
 #   1. installs what the tests need (libiscsi-dev, libiscsi-bin, sg3-utils, pkg-config);
 #   2. builds and runs every Swift test (`swift test`: unit tests and the libiscsi integration tests);
 #   3. builds the release binary once and runs the libiscsi conformance suite against it
-#      (scripts/conformance.sh);
+#      (scripts/conformance.sh), then checks that the benchmark still runs (Benchmarks/run.sh --short);
 #   4. runs the Linux-initiator guest suite with the same binary (Tests/Guest/run.sh; it installs
 #      QEMU and the guest kernels itself), then its self-test against a deliberately faulty target.
 # Every stage runs even when an earlier one failed. Ends with a summary whose last line is
@@ -120,6 +120,18 @@ if [[ -f $result ]]; then
     record conformance "$passed" "$failed" "$note"
 else
     record conformance 0 1 "no result (exit status $conf_rc)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# The benchmark is not a test; this only checks that Benchmarks/run.sh still runs (--short).
+banner "benchmark smoke run (Benchmarks/run.sh --short)"
+if [[ -n $release_bin ]] && TARGET_BIN="$release_bin" bash Benchmarks/run.sh --short > "$LOGS/benchmark.log" 2>&1; then
+    grep -E 'QD|sessions|^[0-9]+ ' "$LOGS/benchmark.log" | head -n 12
+    record benchmark 1 0 "--short run completed (log: $LOGS/benchmark.log)"
+else
+    tail -n 20 "$LOGS/benchmark.log" 2> /dev/null
+    if [[ -n $release_bin ]]; then note="Benchmarks/run.sh --short failed (log: $LOGS/benchmark.log)"; else note="not run: no release binary"; fi
+    record benchmark 0 1 "$note"
 fi
 
 # ---------------------------------------------------------------------------------------------

@@ -1,6 +1,5 @@
 // EXTENDED COPY over real iSCSI sessions (libiscsi): a copy between LUNs of two different
-// targets of one process, and (opt-in, XCOPY_BENCHMARK=1) 1 GiB copied with EXTENDED COPY
-// versus read and written back by the initiator over the same session.
+// targets of one process. The 1 GiB copy measurement is in Benchmarks/run.sh.
 
 import Foundation
 import Testing
@@ -85,78 +84,6 @@ struct CopyOffloadIntegrationTests {
                                                dataInLength: 12)
                 checks.expect(status == [0, 0, 0, 8, 0x01, 0, 1, 0, 0, 0x10, 0, 0], "status \(status)")
                 try a.logout(); try b.logout()
-            }
-        }
-    }
-
-    static let benchmarkDefinition = """
-        [server]
-        listen = "127.0.0.1:0"
-        state_dir = "state"
-
-        [[target]]
-        name = "\(integrationIQN)"
-        portal_group = 1
-
-          [[target.lun]]
-          number = 0
-          file = "bench-lun0.img"
-          size = "1GiB"
-          block_size = 512
-          cache = "write-back"
-
-          [[target.lun]]
-          number = 1
-          file = "bench-lun1.img"
-          size = "1GiB"
-          block_size = 512
-          cache = "write-back"
-        """
-
-    @Test("Benchmark: 1 GiB by EXTENDED COPY versus read and write over the same session",
-          .enabled(if: ProcessInfo.processInfo.environment["XCOPY_BENCHMARK"] == "1"), .timeLimit(.minutes(10)))
-    func benchmark() async throws {
-        try await withTarget(toml: Self.benchmarkDefinition) { target in
-            try await onThread("xcopy benchmark", deadline: 580) { checks in
-                let client = try ISCSIClient()
-                try client.login(portal: target.portal, target: integrationIQN)
-                let chunk = 1 << 20, total = 1 << 30, blocksPerChunk = chunk / 512
-                // Fill the source with data (so neither side copies holes).
-                for i in 0..<(total / chunk) {
-                    try client.write10(lun: 0, lba: UInt32(i * blocksPerChunk), data: pattern(seed: UInt32(i), count: chunk))
-                }
-                let page = try client.scsiCommand(lun: 1, cdb: vpd83CDB, dataInLength: 256)
-                guard let destination = naaDesignator(page) else { checks.record("no NAA designator"); return }
-                // EXTENDED COPY: LUN 0 (0xFFFF) → LUN 1, 0x02 segments of up to 65535 blocks.
-                var segments: [[UInt8]] = []
-                var lba: UInt64 = 0
-                let blocks = UInt64(total / 512)
-                while lba < blocks {
-                    let n = UInt16(min(65535, blocks - lba))
-                    segments.append(blockSegment(source: 0xFFFF, destination: 0, blocks: n, sourceLBA: lba, destinationLBA: lba))
-                    lba += UInt64(n)
-                }
-                let (cdb, list) = extendedCopyLID1(listID: 1, usage: 2, cscds: [identificationCSCD(destination)],
-                                                   segments: segments)
-                let t0 = Date()
-                _ = try client.scsiCommand(lun: 0, cdb: cdb, dataOut: list)
-                let xcopySeconds = Date().timeIntervalSince(t0)
-                // The initiator reads LUN 0 and writes LUN 1 at offset 0 again, 1 MiB at a time.
-                let t1 = Date()
-                for i in 0..<(total / chunk) {
-                    let lba = UInt32(i * blocksPerChunk)
-                    let data = try client.read10(lun: 0, lba: lba, blocks: blocksPerChunk)
-                    try client.write10(lun: 1, lba: lba, data: data)
-                }
-                let hostSeconds = Date().timeIntervalSince(t1)
-                for i in [0, 511, 1023] {
-                    checks.expect(try client.read10(lun: 1, lba: UInt32(i * blocksPerChunk), blocks: blocksPerChunk)
-                                  == pattern(seed: UInt32(i), count: chunk), "chunk \(i) differs")
-                }
-                let ratio = hostSeconds / xcopySeconds
-                print(String(format: "XCOPY-BENCHMARK 1 GiB: extended copy %.3f s (%.0f MiB/s), read+write %.3f s (%.0f MiB/s), ratio %.1f",
-                             xcopySeconds, 1024 / xcopySeconds, hostSeconds, 1024 / hostSeconds, ratio))
-                try client.logout()
             }
         }
     }
