@@ -12,7 +12,8 @@
  *                                 same target, in one command
  *   hostcopy URL DSTLUN [-b BLOCKS] [-m QD]
  *                                 the same copy done by the initiator: READ(16) then WRITE(16)
- *   tokencopy URL DSTLUN          POPULATE TOKEN + WRITE USING TOKEN (slot: see token_copy())
+ *   tokencopy URL DSTLUN          the same copy by POPULATE TOKEN, RECEIVE ROD TOKEN INFORMATION
+ *                                 and WRITE USING TOKEN
  *
  * Output is one line of key=value pairs on stdout, e.g.
  *   ops=123456 bytes=505675776 seconds=5.000 iops=24691 mibs=96.4
@@ -330,19 +331,60 @@ static int extended_copy(const char *url) {
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* TOKEN COPY SLOT (ODX, issue 5).
- *
- * To be filled in when POPULATE TOKEN / WRITE USING TOKEN land in main: time
- *   1. POPULATE TOKEN (0x83 / SA 0x10) over the whole source LUN (block device range
- *      descriptors of at most the target's MAXIMUM RANGE DESCRIPTORS / transfer length),
- *   2. RECEIVE ROD TOKEN INFORMATION (0x84 / SA 0x07) for the 512-byte ROD token,
- *   3. WRITE USING TOKEN (0x83 / SA 0x11) to LUN dst_lun at the same LBAs,
- * and print the same key=value line as extended_copy(). Until then this returns 3 ("not
- * supported"), which Benchmarks/run.sh prints as n/a. Keep it libiscsi-only (no sg_raw). */
+/* Token copy (ODX): POPULATE TOKEN over the whole source LUN, RECEIVE ROD TOKEN INFORMATION
+ * for the 512-byte ROD token, WRITE USING TOKEN (DEL_TKN) to LUN dst_lun at the same LBAs; the
+ * three commands are timed together. One block device range descriptor covers the LUN (its
+ * 4-byte NUMBER OF LOGICAL BLOCKS holds any LUN this benchmark makes). Returns 3 when the
+ * target does not know POPULATE TOKEN. */
 static int token_copy(const char *url) {
-    (void)url;
-    fprintf(stderr, "iscsi-load: token copy not implemented in this client yet\n");
-    return 3;
+    struct session s = {0};
+    s.iscsi = login(url, 0, &s.lun);
+    read_capacity(s.iscsi, s.lun);
+    const uint32_t list_id = 0x7001;
+    unsigned char range[16] = {0};
+    put64(range, 0);
+    put32(range + 8, (uint32_t)lun_blocks);
+
+    unsigned char pt[16 + 16] = {0};
+    put16(pt, 14 + 16);             /* POPULATE TOKEN DATA LENGTH */
+    put16(pt + 14, 16);             /* BLOCK DEVICE RANGE DESCRIPTOR LENGTH */
+    memcpy(pt + 16, range, 16);
+    unsigned char pt_cdb[16] = { 0x83, 0x10 };
+    put32(pt_cdb + 6, list_id);
+    put32(pt_cdb + 10, sizeof pt);
+
+    double start = now_seconds();
+    struct scsi_task *t = command_out(s.iscsi, s.lun, pt_cdb, 16, pt, sizeof pt);
+    if (is_unsupported(t)) { fprintf(stderr, "iscsi-load: POPULATE TOKEN not supported\n"); return 3; }
+    if (!t || t->status != SCSI_STATUS_GOOD) die("POPULATE TOKEN", s.iscsi);
+    scsi_free_scsi_task(t);
+
+    unsigned char rrti_cdb[16] = { 0x84, 0x07 };
+    put32(rrti_cdb + 2, list_id);
+    put32(rrti_cdb + 10, 1024);
+    struct scsi_task *task = scsi_create_task(16, rrti_cdb, SCSI_XFER_READ, 1024);
+    t = iscsi_scsi_command_sync(s.iscsi, s.lun, task, NULL);
+    if (!t || t->status != SCSI_STATUS_GOOD) die("RECEIVE ROD TOKEN INFORMATION", s.iscsi);
+    if (t->datain.size < 38 + 512) { fprintf(stderr, "iscsi-load: RRTI returned %d bytes, no token\n", t->datain.size); exit(1); }
+    unsigned char wut[536 + 16] = {0};
+    put16(wut, 534 + 16);           /* WRITE USING TOKEN DATA LENGTH */
+    wut[2] = 0x02;                  /* DEL_TKN */
+    memcpy(wut + 16, t->datain.data + 38, 512);
+    put16(wut + 534, 16);
+    memcpy(wut + 536, range, 16);
+    scsi_free_scsi_task(t);
+
+    unsigned char wut_cdb[16] = { 0x83, 0x11 };
+    put32(wut_cdb + 6, list_id + 1);
+    put32(wut_cdb + 10, sizeof wut);
+    t = command_out(s.iscsi, dst_lun, wut_cdb, 16, wut, sizeof wut);
+    if (!t || t->status != SCSI_STATUS_GOOD) die("WRITE USING TOKEN", s.iscsi);
+    double elapsed = now_seconds() - start;
+    scsi_free_scsi_task(t);
+    uint64_t total = lun_blocks * (uint64_t)block_size;
+    printf("ops=3 bytes=%" PRIu64 " seconds=%.3f mibs=%.1f\n", total, elapsed, (double)total / MIB / elapsed);
+    iscsi_logout_sync(s.iscsi);
+    return 0;
 }
 
 /* ---------------------------------------------------------------------------------------- */
