@@ -58,6 +58,16 @@ public final class FileBlockStore: BlockStore {
         guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "fallocate") else { return nil }
         return unsafeBitCast(symbol, to: FallocateFunction.self)
     }()
+    /// preadv2(2), looked up at run time like fallocate; with RWF_NOWAIT it reads only what
+    /// is in the page cache and fails with EAGAIN instead of waiting for the disk.
+    private typealias Preadv2Function = @convention(c) (Int32, UnsafePointer<iovec>, Int32, off_t, Int32) -> Int
+    private static let preadv2Function: Preadv2Function? = {
+        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "preadv2") else { return nil }
+        return unsafeBitCast(symbol, to: Preadv2Function.self)
+    }()
+    private static let rwfNoWait: Int32 = 0x08
+    /// False once the file system answered RWF_NOWAIT with EOPNOTSUPP.
+    private let canReadWithoutWaiting = Atomic<Bool>(true)
     private static let seekData: Int32 = 3
     private static let seekHole: Int32 = 4
 
@@ -141,6 +151,21 @@ public final class FileBlockStore: BlockStore {
                 return
             }
             done += n
+        }
+    }
+
+    public func readWithoutWaiting(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool {
+        try self.checkBounds(offset, buffer.count)
+        guard buffer.count > 0 else { return true }
+        guard let preadv2 = Self.preadv2Function, self.canReadWithoutWaiting.load(ordering: .relaxed) else { return false }
+        var vector = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
+        while true {
+            let n = preadv2(self.descriptor, &vector, 1, off_t(offset), Self.rwfNoWait)
+            if n == buffer.count { return true }
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 && (errno == EOPNOTSUPP || errno == ENOSYS) { self.canReadWithoutWaiting.store(false, ordering: .relaxed) }
+            // EAGAIN (not all in memory), a short read, or an error `read` will report.
+            return false
         }
     }
 

@@ -46,6 +46,12 @@ public final class MemoryBlockStore: BlockStore {
         }
     }
 
+    /// Memory never waits for storage.
+    public func readWithoutWaiting(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool {
+        try self.read(into: buffer, at: offset)
+        return true
+    }
+
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64, durable: Bool) throws(BlockStoreError) {
         try self.checkBounds(offset, UInt64(bytes.count))
         guard bytes.count > 0 else { return }

@@ -34,6 +34,10 @@ public final class GuardedBlockStore: BlockStore {
         try self.base.read(into: buffer, at: offset)
     }
 
+    public func readWithoutWaiting(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool {
+        try self.base.readWithoutWaiting(into: buffer, at: offset)
+    }
+
     public func write(_ bytes: UnsafeRawBufferPointer, at offset: UInt64, durable: Bool) throws(BlockStoreError) {
         self.willModify(offset, UInt64(bytes.count), "write")
         try self.base.write(bytes, at: offset, durable: durable)

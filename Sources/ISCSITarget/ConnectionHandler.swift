@@ -34,6 +34,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var needsFlush = false
     private var timer: Scheduled<Void>?
     private var blockingWork: BlockingWorkQueue?
+    /// Commands submitted to `blockingWork` and not yet completed (event loop only).
+    private var blockingInFlight = 0
     private var timerDeadline: NIODeadline?
     private var logger: Logger
     private weak var channelContext: ChannelHandlerContext?
@@ -289,6 +291,13 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             complete(itt: itt, response: response, context: context)
             return
         }
+        // A READ whose data is in the page cache completes here, without two thread hops --
+        // unless commands of this connection wait on the pool (a READ must not overtake them).
+        if blockingInFlight == 0, let response = device.executeWithoutWaiting(prepared) {
+            complete(itt: itt, response: response, context: context)
+            return
+        }
+        blockingInFlight += 1
         workQueue(context: context).submit(BlockingWorkQueue.Item(initiatorTaskTag: itt) {
             device.execute(prepared, dataOut: dataOut)
         })
@@ -299,6 +308,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let boxed = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         let queue = BlockingWorkQueue(pool: self.context.threadPool, eventLoop: context.eventLoop) { finished in
             let (handler, context) = boxed.value
+            handler.blockingInFlight -= finished.count
             for item in finished {
                 handler.complete(itt: item.initiatorTaskTag, response: item.response, context: context)
             }

@@ -47,9 +47,17 @@ public protocol BlockStore: AnyObject, Sendable {
     /// default) means the caller copies the rest itself through a buffer.
     func copyRange(to destination: any BlockStore, sourceOffset: UInt64, destinationOffset: UInt64,
                    length: UInt64) throws(BlockStoreError) -> UInt64
+    /// Fill `buffer` only if that needs no waiting for storage (the bytes are in memory, e.g.
+    /// in the page cache): returns false, having read nothing useful, when `read` would have
+    /// to wait. Safe to call on an event loop. The default always answers false.
+    func readWithoutWaiting(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool
 }
 
 extension BlockStore {
+    public func readWithoutWaiting(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool {
+        false
+    }
+
     /// Provisioning status of the bytes starting at `offset` (GET LBA STATUS): whether they
     /// are mapped, and how many bytes from `offset` (1…`length`) share that status.
     /// The default reports everything as mapped.

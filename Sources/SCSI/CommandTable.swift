@@ -84,6 +84,10 @@ public enum CommandOutcome: Sendable {
     /// Needs `execute`: collect Data-Out first when `wantsDataOut`, and run off the event
     /// loop when `mayBlock`.
     case execute(wantsDataOut: Bool, mayBlock: Bool, CommandExecution)
+    /// A command without Data-Out that can often finish at once (a READ whose data is in the
+    /// page cache): `attempt` never waits for storage and returns nil when it would have to;
+    /// then `execution` runs off the event loop, as for `.execute(mayBlock: true)`.
+    case executeUnlessWaiting(attempt: @Sendable () throws -> CommandReply?, CommandExecution)
 }
 
 public typealias CommandHandler = @Sendable (_ context: CommandContext) throws -> CommandOutcome

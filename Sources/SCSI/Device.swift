@@ -98,6 +98,9 @@ public final class SCSITargetDevice: SCSIDevice {
                     ? command.expectedDataTransferLength : 0
                 return .ready(PreparedCommand(command: command, dataOutLength: dataOutLength, mayBlock: mayBlock,
                                               decoded: PreparedExecution(execution: execution)))
+            case .executeUnlessWaiting(let attempt, let execution):
+                return .ready(PreparedCommand(command: command, dataOutLength: 0, mayBlock: true,
+                                              decoded: PreparedExecution(execution: execution, attempt: attempt)))
             }
         } catch {
             return .complete(self.response(for: error, unit: unit))
@@ -116,6 +119,17 @@ public final class SCSITargetDevice: SCSIDevice {
             return SCSIResponse(try execution.execution(prepared.dataOutLength > 0 ? dataOut : nil))
         } catch {
             return self.response(for: error, unit: unit)
+        }
+    }
+
+    /// Runs a prepared command at once if it can finish without waiting for storage (a READ
+    /// served from the page cache); nil when it must go to `execute` off the event loop.
+    public func executeWithoutWaiting(_ prepared: PreparedCommand) -> SCSIResponse? {
+        guard let attempt = (prepared.decoded as? PreparedExecution)?.attempt else { return nil }
+        do {
+            return try attempt().map(SCSIResponse.init)
+        } catch {
+            return self.response(for: error, unit: self.unit(prepared.command.lunNumber))
         }
     }
 
@@ -225,6 +239,7 @@ public final class SCSITargetDevice: SCSIDevice {
 /// The device-private payload of `PreparedCommand.decoded`.
 struct PreparedExecution: Sendable {
     let execution: CommandExecution
+    var attempt: (@Sendable () throws -> CommandReply?)? = nil
 }
 
 extension SCSIResponse {

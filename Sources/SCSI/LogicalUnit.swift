@@ -231,6 +231,20 @@ public final class LogicalUnit: Sendable {
         return buffer
     }
 
+    /// `readBuffer` when the store can answer without waiting for storage; nil otherwise.
+    public func readBufferWithoutWaiting(lba: UInt64, byteCount: Int) throws -> ByteBuffer? {
+        var buffer = ByteBufferAllocator().buffer(capacity: byteCount)
+        guard byteCount > 0 else { return buffer }
+        let offset = self.byteOffset(lba)
+        let store = self.store
+        var ready = false
+        try buffer.writeWithUnsafeMutableBytes(minimumWritableBytes: byteCount) { pointer in
+            ready = try store.readWithoutWaiting(into: UnsafeMutableRawBufferPointer(rebasing: pointer[0..<byteCount]), at: offset)
+            return ready ? byteCount : 0
+        }
+        return ready ? buffer : nil
+    }
+
     /// Reads into a byte array.
     public func readBytes(lba: UInt64, byteCount: Int) throws -> [UInt8] {
         var bytes = [UInt8](repeating: 0, count: byteCount)
