@@ -16,8 +16,10 @@ let package = Package(
         .package(url: "https://github.com/LebJe/TOMLKit.git", from: "0.6.0"),
     ],
     targets: [
+        // CRC32C with the CPU's crc32 instruction (SSE4.2), chosen at run time; table fallback.
+        .target(name: "CCRC32C"),
         // Wire format: PDUs, digests, text keys. No I/O.
-        .target(name: "ISCSIWire", dependencies: [nioCore]),
+        .target(name: "ISCSIWire", dependencies: ["CCRC32C", nioCore]),
         // iSCSI session logic: login, negotiation, sequencing, data flow. Pure state machines.
         .target(name: "ISCSIEngine", dependencies: ["ISCSIWire", nioCore]),
         // SCSI device model over a block-store protocol. Knows nothing of iSCSI.

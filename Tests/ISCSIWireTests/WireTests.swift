@@ -15,6 +15,26 @@ struct CRC32CTests {
         b.writeBytes(data)
         #expect(CRC32C.checksum(b, padding: 3) == CRC32C.checksum(data + [0, 0, 0]))
     }
+    @Test("The CPU instruction and the table agree for every length 0-300 and every start alignment")
+    func instructionMatchesTable() {
+        var state: UInt64 = 0x1234_5678_9ABC_DEF1
+        let bytes: [UInt8] = (0..<320).map { _ in
+            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            return UInt8(truncatingIfNeeded: state)
+        }
+        bytes.withUnsafeBytes { all in
+            for start in 0..<8 {
+                for length in 0...300 {
+                    let slice = UnsafeRawBufferPointer(rebasing: all[start..<(start + length)])
+                    #expect(CRC32C.update(CRC32C.initial, slice) == CRC32C.updatePortable(CRC32C.initial, slice),
+                            "start \(start) length \(length)")
+                }
+            }
+        }
+        #if arch(x86_64)
+        #expect(CRC32C.usesCPUInstruction, "an x86-64 CPU without SSE4.2")
+        #endif
+    }
 }
 
 /// Builds an initiator PDU as wire bytes.
