@@ -44,6 +44,10 @@ public struct RODTokenLimits: Sendable, Equatable {
     public var defaultRODType: RODType = .pointInTimePersistent
     /// Seconds a terminal token keeps answering with its own ASCQ before it is forgotten.
     public var tombstoneLifetime: Int64 = 300
+    /// Accept range descriptors laid out one byte early, as ddpt 0.97 (Debian 12) sends them,
+    /// when — and only when — the list read as the standard lays it out names LBAs past the
+    /// end of the LU and the one-byte-early reading is consistent (see `ddptRanges`).
+    public var acceptDDPTRangeLayout = false
 
     public init() {}
 }
@@ -117,6 +121,41 @@ enum TokenParameterLists {
                                    offsetIntoROD: list.be64(8), token: Array(list[16..<528]), ranges: ranges)
     }
 
+    /// The range descriptors as ddpt 0.97 writes them: each one byte before where SBC-4 puts
+    /// it, the first one's most significant LBA byte overwritten by the low byte of the range
+    /// descriptor length (which ddpt fills in last). nil unless every byte that layout leaves
+    /// zero is zero (the reserved bytes of each descriptor, and the byte after the last one).
+    static func ddptRanges(_ list: [UInt8], start: Int, count: Int) -> [BlockRange]? {
+        guard count > 0, start - 1 + 16 * count + 1 <= list.count else { return nil }
+        var ranges: [BlockRange] = []
+        for i in 0..<count {
+            let at = start - 1 + 16 * i
+            guard list[(at + 12)..<(at + 16)].allSatisfy({ $0 == 0 }) else { return nil }
+            var lba = list.be64(at)
+            if i == 0 { lba &= 0x00FF_FFFF_FFFF_FFFF }
+            ranges.append(BlockRange(lba: lba, blocks: UInt64(list.be32(at + 8)), offset: at + 1))
+        }
+        guard list[start + 16 * count - 1] == 0 else { return nil }
+        return ranges
+    }
+
+    /// `check` of the standard layout; if that names LBAs past the end of the LU and
+    /// `acceptDDPT` is set, `check` of ddpt 0.97's layout instead. Returns the byte ranges and
+    /// whether ddpt's layout was used.
+    static func checkRanges(_ list: [UInt8], _ ranges: [BlockRange], start: Int, unit: CopyUnit,
+                            limits: RODTokenLimits) throws(CopyError) -> ([ByteRange], Bool) {
+        do {
+            return (try check(ranges, unit: unit, maximumBlocks: limits.maximumTokenTransferSize), false)
+        } catch {
+            guard case .lbaOutOfRange = error, limits.acceptDDPTRangeLayout,
+                  let shifted = ddptRanges(list, start: start, count: ranges.count),
+                  let accepted = try? check(shifted, unit: unit, maximumBlocks: limits.maximumTokenTransferSize) else {
+                throw error
+            }
+            return (accepted, true)
+        }
+    }
+
     /// Ranges inside the logical unit (21/00, INFORMATION = the first LBA outside), not
     /// overlapping one another (26/00 at the later descriptor), not above `maximumBlocks`
     /// in all (26/00 at the NUMBER OF LOGICAL BLOCKS that crosses it; 0: no limit).
@@ -156,38 +195,54 @@ extension CopyManager {
 
     // MARK: POPULATE TOKEN
 
+    /// Starts tracking a token command under its list identifier (00/16 if one runs), then
+    /// runs `body`; an error it throws is held for RRTI / RECEIVE COPY STATUS as well as thrown.
+    private func tracked(_ kind: CopyCommandKind, _ parameterList: [UInt8], listID: UInt32, unit unitID: CopyUnitID,
+                         nexus: ITNexus, _ body: (CopyListKey) throws(CopyError) -> Void) throws(CopyError) {
+        let key = self.key(nexus, unitID, listID)
+        let blockSize = self.registry.unit(unitID)?.blockSize
+        let immediate = parameterList.count > 2 && parameterList[2] & 0x01 != 0
+        _ = try self.table.withLock { table throws(CopyError) in
+            try table.begin(key, kind: kind, usage: .hold, now: self.clock()) { operation in
+                operation.blockSize = blockSize
+                operation.background = immediate
+            }
+        }
+        do {
+            try body(key)
+        } catch {
+            // (A copy that failed has recorded its own end already; this is then a no-op.)
+            self.finish(key, error.sense.map { .failed($0) } ?? .aborted, bytes: nil)
+            throw error
+        }
+    }
+
     /// POPULATE TOKEN received by `unit` from `nexus` with LIST IDENTIFIER `listID`.
     public func populateToken(_ parameterList: [UInt8], listID: UInt32, unit unitID: CopyUnitID,
                               nexus: ITNexus) throws(CopyError) {
         guard !parameterList.isEmpty else { return }
+        try self.tracked(.populateToken, parameterList, listID: listID, unit: unitID, nexus: nexus) { key throws(CopyError) in
+            try self.populate(parameterList, key: key, unit: unitID, nexus: nexus)
+        }
+    }
+
+    private func populate(_ parameterList: [UInt8], key: CopyListKey, unit unitID: CopyUnitID,
+                          nexus: ITNexus) throws(CopyError) {
         let list = try TokenParameterLists.populateToken(parameterList, limits: self.tokenLimits)
         guard let unit = self.registry.unit(unitID) else { throw .token(.causeNotReportable) }
-        let ranges = try TokenParameterLists.check(list.ranges, unit: unit,
-                                                   maximumBlocks: self.tokenLimits.maximumTokenTransferSize)
-        let key = self.key(nexus, unitID, listID)
-        let blockSize = unit.blockSize
-        _ = try self.table.withLock { table throws(CopyError) in
-            try table.begin(key, kind: .populateToken, usage: .hold, now: self.clock()) { operation in
-                operation.blockSize = blockSize
-                operation.background = list.immediate
-            }
-        }
+        let (ranges, ddptLayout) = try TokenParameterLists.checkRanges(parameterList, list.ranges, start: 16, unit: unit,
+                                                                       limits: self.tokenLimits)
         let timeout = list.inactivityTimeout == 0 ? self.tokenLimits.defaultInactivityTimeout : list.inactivityTimeout
-        let created: (identifier: UInt64, bytes: [UInt8])
-        do {
-            created = try self.tokens.create(
-                type: list.rodType ?? self.tokenLimits.defaultRODType, source: unit, ranges: ranges,
-                inactivityTimeout: .seconds(Int64(timeout)),
-                tombstoneLifetime: .seconds(self.tokenLimits.tombstoneLifetime),
-                owner: nexus.initiatorPortName, createdBy: unitID.targetName,
-                maximumTokens: self.tokenLimits.maximumTokens)
-        } catch {
-            self.finish(key, error.sense.map { .failed($0) } ?? .aborted, bytes: 0)
-            throw error
-        }
+        let created = try self.tokens.create(
+            type: list.rodType ?? self.tokenLimits.defaultRODType, source: unit, ranges: ranges,
+            inactivityTimeout: .seconds(Int64(timeout)),
+            tombstoneLifetime: .seconds(self.tokenLimits.tombstoneLifetime),
+            owner: nexus.initiatorPortName, createdBy: unitID.targetName,
+            maximumTokens: self.tokenLimits.maximumTokens)
         let bytes = ranges.reduce(UInt64(0)) { $0 + $1.length }
         let populate: @Sendable () -> Void = { [tokens = self.tokens] in
-            tokens.apply(.populated(now: self.clock()), to: created.identifier, cause: "POPULATE TOKEN")
+            tokens.apply(.populated(now: self.clock()), to: created.identifier,
+                         cause: ddptLayout ? "POPULATE TOKEN (ranges laid out as ddpt 0.97 does)" : "POPULATE TOKEN")
             self.table.withLock { $0.attachToken(key, created.bytes) }
             self.finish(key, .completed, bytes: bytes)
         }
@@ -205,10 +260,17 @@ extension CopyManager {
     public func writeUsingToken(_ parameterList: [UInt8], listID: UInt32, unit unitID: CopyUnitID,
                                 nexus: ITNexus) throws(CopyError) {
         guard !parameterList.isEmpty else { return }
+        try self.tracked(.writeUsingToken, parameterList, listID: listID, unit: unitID, nexus: nexus) { key throws(CopyError) in
+            try self.write(parameterList, key: key, unit: unitID, nexus: nexus)
+        }
+    }
+
+    private func write(_ parameterList: [UInt8], key: CopyListKey, unit unitID: CopyUnitID,
+                       nexus: ITNexus) throws(CopyError) {
         let list = try TokenParameterLists.writeUsingToken(parameterList, limits: self.tokenLimits)
         guard let destination = self.registry.unit(unitID) else { throw .token(.causeNotReportable) }
-        let ranges = try TokenParameterLists.check(list.ranges, unit: destination,
-                                                   maximumBlocks: self.tokenLimits.maximumTokenTransferSize)
+        let (ranges, _) = try TokenParameterLists.checkRanges(parameterList, list.ranges, start: 536, unit: destination,
+                                                              limits: self.tokenLimits)
         if destination.isReadOnly { throw .medium(SenseData(key: .dataProtect, code: .writeProtected)) }
         let use: RODTokenUse?
         switch self.tokens.beginUse(list.token) {
@@ -226,18 +288,6 @@ extension CopyManager {
             available = use.bytesRepresented - start
         }
         let transfer = min(destinationBytes, available)
-        let key = self.key(nexus, unitID, listID)
-        do {
-            _ = try self.table.withLock { table throws(CopyError) in
-                try table.begin(key, kind: .writeUsingToken, usage: .hold, now: self.clock()) { operation in
-                    operation.blockSize = destination.blockSize
-                    operation.background = list.immediate
-                }
-            }
-        } catch {
-            if let use { self.tokens.endUse(use.identifier, deleteToken: false) }
-            throw error
-        }
         let stop = StopFlag()
         let number = self.nextCopyNumber.wrappingAdd(1, ordering: .relaxed).newValue
         self.running.withLock {

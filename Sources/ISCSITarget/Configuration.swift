@@ -216,7 +216,7 @@ public struct ServerConfiguration: Sendable {
         func parseTokenLimits(_ tokens: TOMLTable, path: String, section: LineLocator.Section) -> RODTokenLimits {
             checkKeys(tokens, allowed: ["default_inactivity_timeout", "max_inactivity_timeout", "max_tokens",
                                         "max_token_transfer_size", "optimal_transfer_count", "max_range_descriptors",
-                                        "default_rod_type", "tombstone_seconds"],
+                                        "default_rod_type", "tombstone_seconds", "accept_ddpt_range_layout"],
                       path: path, section: section)
             func integer(_ key: String, _ range: ClosedRange<Int>) -> Int? {
                 guard let v = tokens[key] else { return nil }
@@ -242,6 +242,14 @@ public struct ServerConfiguration: Sendable {
             if let n = integer("optimal_transfer_count", 0...Int(UInt32.max)) { limits.optimalTransferCount = UInt64(n) }
             if let n = integer("max_range_descriptors", 1...1024) { limits.maximumRangeDescriptors = n }
             if let n = integer("tombstone_seconds", 1...86400) { limits.tombstoneLifetime = Int64(n) }
+            if let v = tokens["accept_ddpt_range_layout"] {
+                if let flag = v.bool {
+                    limits.acceptDDPTRangeLayout = flag
+                } else {
+                    issue("\(path).accept_ddpt_range_layout", "must be true or false", section: section,
+                          key: "accept_ddpt_range_layout")
+                }
+            }
             if let v = tokens["default_rod_type"] {
                 let names = RODType.creatable.map(\.description)
                 if let name = v.string, let type = RODType(name: name), RODType.creatable.contains(type) {

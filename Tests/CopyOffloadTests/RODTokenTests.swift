@@ -306,6 +306,11 @@ struct TokenCopyTests {
         try bench.writeUsing(token, [(0, 4)], deleteToken: true)
         #expect(bench.sense { try bench.writeUsing(token, [(0, 4)], listID: 3) } == fixedSense(0x05, 0x23, 0x09))
         #expect(bench.manager().tokens.tokens.first?.state == "deleted")
+        // The failure is held for RECEIVE ROD TOKEN INFORMATION: status 02h, CHECK CONDITION, the sense.
+        let info = try bench.information(listID: 3)
+        #expect(info[4] == 0x11 && info[5] == 0x02 && info[12] == 0x02 && info[13] == 18 && info[14] == 18)
+        #expect(Array(info[32..<50]) == fixedSense(0x05, 0x23, 0x09))
+        #expect(Array(info[50..<54]) == [0, 0, 0, 0])
     }
 
     @Test("Inactivity timeout: TOKEN EXPIRED (23/07), then TOKEN UNKNOWN (23/04) once the tombstone goes")
@@ -462,6 +467,30 @@ struct TokenCopyTests {
         let token = try bench.populate([(0, 4)], listID: 11)
         try bench.writeUsing(token, [(0, 4)], immediate: true, listID: 12)
         #expect(bench.sense { try bench.writeUsing(token, [(8, 4)], listID: 12) } == fixedSense(0x05, 0x00, 0x16))
+    }
+
+    @Test("ddpt 0.97's one-byte-early range descriptors: refused (21/00) unless the target accepts that layout")
+    func ddptLayout() throws {
+        // What ddpt 0.97 sends for PT of LBA 0x1000, 8 blocks: the descriptor at byte 15, and the
+        // range descriptor length written over its first byte.
+        // (captured: 00 1e 01 00 | 00000000 | 00000000 | 0000 | 0010 | 00 00 00 00 00 10 00 00 | 00 00 08 00 | 00 00 00 00)
+        var list = [UInt8](repeating: 0, count: 32)
+        list[1] = 0x1E
+        list[15] = 0x10  // range descriptor length 0010h, over the LBA's first byte
+        list[21] = 0x01  // LBA 0x100 at bytes 15-22 (the capture had 0x1000; the bench LU is smaller)
+        list[26] = 0x08  // 8 blocks at bytes 23-26
+        let plain = TokenBench()
+        #expect(plain.sense { try plain.manager().populateToken(list, listID: 1, unit: plain.unit().id, nexus: plain.nexus) }
+                == fixedSense(0x05, 0x21, 0x00))
+        var limits = RODTokenLimits()
+        limits.acceptDDPTRangeLayout = true
+        let bench = TokenBench(limits: limits)
+        try bench.manager().populateToken(list, listID: 1, unit: bench.unit().id, nexus: bench.nexus)
+        #expect(bench.manager().tokens.tokens.first?.ranges.first?.lba == 0x100)
+        #expect(bench.manager().tokens.tokens.first?.ranges.first?.blocks == 8)
+        // A standard list is still read the standard way.
+        _ = try bench.populate([(0x800, 8)], listID: 2)
+        #expect(bench.manager().tokens.tokens.last?.ranges.first?.lba == 0x800)
     }
 
     @Test("Too many live tokens: INSUFFICIENT RESOURCES TO CREATE ROD TOKEN (55/0D)")

@@ -6,7 +6,7 @@
 # The kernel unpacks both into one rootfs. Sourced by run.sh (needs lib/setup.sh).
 
 # Host binaries copied into the guest (plus every sg3_utils binary).
-GUEST_BINARIES=(/usr/sbin/iscsid /usr/sbin/iscsiadm /usr/sbin/iscsistart /usr/bin/ddpt
+GUEST_BINARIES=(/usr/sbin/iscsid /usr/sbin/iscsiadm /usr/sbin/iscsistart /usr/bin/ddpt /usr/bin/ddptctl
                 /usr/sbin/mke2fs /usr/sbin/e2fsck /usr/sbin/dumpe2fs)
 # Kernel modules, resolved with their dependencies in this order; missing ones are skipped.
 GUEST_MODULES=(virtio_pci virtio_net crc32c crct10dif_generic crc64_rocksoft_generic
