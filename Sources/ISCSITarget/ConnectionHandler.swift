@@ -99,6 +99,17 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         state = .closed
     }
 
+    /// Runs `body` on the session machine in place. The machine is moved out of `state` while
+    /// `body` runs, so its task tables are uniquely referenced and change without being copied
+    /// (binding it from `state` and writing it back afterwards copied them on every PDU).
+    private func withMachine(_ body: (inout SessionStateMachine) -> [SessionAction]) -> [SessionAction]? {
+        guard case .fullFeature(var machine, let session) = state else { return nil }
+        state = .closed
+        let actions = body(&machine)
+        state = .fullFeature(machine, session)
+        return actions
+    }
+
     /// The I_T nexus ends (logout or connection loss): the device releases what it held for it.
     private func endNexus() {
         guard case .fullFeature(let machine, var session) = state, let nexus = session.nexus else { return }
@@ -132,10 +143,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .login, .closed:
             logger.info("framing error during login", metadata: ["error": "\(error)"])
             close(context: context)
-        case .fullFeature(var machine, let session):
-            let actions = machine.receiveFramingError(error)
-            state = .fullFeature(machine, session)
-            perform(actions, context: context)
+        case .fullFeature:
+            perform(withMachine { $0.receiveFramingError(error) } ?? [], context: context)
         }
     }
 
@@ -147,10 +156,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             switch state {
             case .login, .closed:
                 close(context: context)
-            case .fullFeature(var machine, let session):
-                let actions = machine.receiveMalformed(raw.header, error: error, now: .now())
-                state = .fullFeature(machine, session)
-                perform(actions, context: context)
+            case .fullFeature:
+                perform(withMachine { $0.receiveMalformed(raw.header, error: error, now: .now()) } ?? [], context: context)
             }
             return
         }
@@ -167,10 +174,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             let action = login.receive(request)
             state = .login(login)
             handleLogin(action, login: login, context: context)
-        case .fullFeature(var machine, let session):
-            let actions = machine.receive(decoded, header: raw.header, now: .now())
-            state = .fullFeature(machine, session)
-            perform(actions, context: context)
+        case .fullFeature:
+            perform(withMachine { $0.receive(decoded, header: raw.header, now: .now()) } ?? [], context: context)
         }
     }
 
@@ -319,9 +324,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func complete(itt: UInt32, response: SCSIResponse, context: ChannelHandlerContext) {
-        guard case .fullFeature(var machine, let session) = state else { return }
-        let actions = machine.completed(initiatorTaskTag: itt, result: CommandResult(response))
-        state = .fullFeature(machine, session)
+        guard let actions = withMachine({ $0.completed(initiatorTaskTag: itt, result: CommandResult(response)) }) else { return }
         perform(actions, context: context)
     }
 
@@ -370,9 +373,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func timerFired(context: ChannelHandlerContext) {
         timer = nil
         timerDeadline = nil
-        guard case .fullFeature(var machine, let session) = state else { return }
-        let actions = machine.tick(now: .now())
-        state = .fullFeature(machine, session)
+        guard let actions = withMachine({ $0.tick(now: .now()) }) else { return }
         perform(actions, context: context)
         flushIfNeeded(context: context)
     }

@@ -14,9 +14,10 @@ public struct BasicHeaderSegment: Sendable, Equatable {
         self.bytes = bytes
     }
 
-    /// A zeroed header with the opcode byte set.
+    /// A zeroed header with the opcode byte set. Its buffer has room for the header digest,
+    /// so `PDUWriter` sends it as it is, without another buffer.
     public init(opcode: UInt8, immediate: Bool = false) {
-        var b = ByteBufferAllocator().buffer(capacity: 48)
+        var b = ByteBufferAllocator().buffer(capacity: 48 + 4)
         b.writeRepeatingByte(0, count: 48)
         b.setInteger(opcode | (immediate ? 0x40 : 0), at: 0, as: UInt8.self)
         self.bytes = b

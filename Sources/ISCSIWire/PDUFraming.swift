@@ -96,9 +96,16 @@ public struct PDUWriter: Sendable {
     public func frame(header: BasicHeaderSegment, data: ByteBuffer, allocator: ByteBufferAllocator)
         -> (ByteBuffer, ByteBuffer?, ByteBuffer?)
     {
-        var head = allocator.buffer(capacity: 52)
-        var h = header
-        head.writeBuffer(&h.bytes)
+        // The header's own buffer when it is exactly the 48 bytes (as `BasicHeaderSegment(opcode:)`
+        // makes them); the digest then fits in its spare capacity.
+        var head: ByteBuffer
+        if header.bytes.readerIndex == 0 && header.bytes.writerIndex == 48 {
+            head = header.bytes
+        } else {
+            head = allocator.buffer(capacity: 52)
+            var h = header
+            head.writeBuffer(&h.bytes)
+        }
         if digests.header {
             let crc = head.withUnsafeReadableBytes { CRC32C.checksum($0) }
             head.writeInteger(crc, endianness: .little)
