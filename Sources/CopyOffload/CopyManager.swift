@@ -275,6 +275,14 @@ public final class CopyManager: Sendable {
     /// Copies running now (statistics, tests).
     public var runningCopies: Int { self.running.withLock { $0.count } }
 
+    /// The operations with a list identifier that are running now (EXTENDED COPY with LIST ID
+    /// USAGE 00b/10b, POPULATE TOKEN, WRITE USING TOKEN), for the operator.
+    public var trackedOperationsInFlight: [CopyOperation] {
+        self.table.withLock { table in
+            table.operations.values.filter { if case .running = $0.state { true } else { false } }
+        }.sorted { ($0.key.unit.lun, $0.key.listID) < ($1.key.unit.lun, $1.key.listID) }
+    }
+
     /// Frees expired held results (also done lazily by every command).
     public func expire() {
         let now = self.clock()

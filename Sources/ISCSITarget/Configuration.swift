@@ -85,6 +85,14 @@ public struct ServerConfiguration: Sendable {
     public var nopInterval: Int = 10
     /// Test-only fault injection (environment ISCSI_TARGET_FAULT=drop-last-data-in).
     public var faultDropLastDataIn = false
+    /// The control socket `iscsi-target status` talks to (mode 0600); nil: none.
+    /// Default: `<state_dir>/control.sock`.
+    public var controlSocket: String? = nil
+
+    /// The control socket path in effect.
+    public var controlSocketPath: String? {
+        controlSocket ?? (stateDirectory as NSString).appendingPathComponent("control.sock")
+    }
 
     public static let defaultListen = "127.0.0.1:3260"
 

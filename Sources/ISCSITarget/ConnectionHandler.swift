@@ -3,6 +3,7 @@
 // and carries out the actions they return (write PDUs, run commands, arm the one timer,
 // close). All of its state lives on the channel's event loop.
 //
+import Foundation
 import ISCSIEngine
 import ISCSIWire
 import Logging
@@ -249,6 +250,15 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         framer.maxDataSegmentLength = outcome.parameters.maxRecvDataSegmentLength
         state = .fullFeature(machine, session)
         logger[metadataKey: "iscsi.tsih"] = "\(tsih)"
+        let parameters = outcome.parameters
+        self.context.sessions.describe(tsih: tsih, channel: context.channel, SessionStatus(
+            tsih: tsih, initiator: outcome.initiatorName, isid: String(format: "%012llx", outcome.isid),
+            target: outcome.targetName, peer: context.channel.remoteAddress.map { "\($0)" } ?? "",
+            established: Date(), headerDigest: parameters.headerDigest, dataDigest: parameters.dataDigest,
+            maxRecvDataSegmentLength: parameters.maxRecvDataSegmentLength,
+            maxXmitDataSegmentLength: parameters.maxXmitDataSegmentLength, maxBurstLength: parameters.maxBurstLength,
+            firstBurstLength: parameters.firstBurstLength, initialR2T: parameters.initialR2T,
+            immediateData: parameters.immediateData, maxOutstandingR2T: parameters.maxOutstandingR2T))
         logger.info("session established", metadata: [
             "iscsi.initiator": "\(outcome.initiatorName)",
             "iscsi.target": "\(outcome.targetName ?? "(discovery)")",

@@ -74,6 +74,8 @@ final class SessionRegistry: Sendable {
         var nextTSIH: UInt16 = 1
         var nextNexusID: UInt64 = 1
         var byTSIH: [UInt16: Entry] = [:]
+        /// What `status` shows of each session (set once it is established).
+        var descriptions: [UInt16: SessionStatus] = [:]
     }
     private let state = NIOLockedValueBox(State())
 
@@ -117,8 +119,22 @@ final class SessionRegistry: Sendable {
 
     func remove(tsih: UInt16, channel: any Channel) {
         state.withLockedValue { s in
-            if let e = s.byTSIH[tsih], e.channel === channel { s.byTSIH[tsih] = nil }
+            if let e = s.byTSIH[tsih], e.channel === channel {
+                s.byTSIH[tsih] = nil
+                s.descriptions[tsih] = nil
+            }
         }
+    }
+
+    /// Records what the operator sees of an established session.
+    func describe(tsih: UInt16, channel: any Channel, _ description: SessionStatus) {
+        state.withLockedValue { s in
+            if let e = s.byTSIH[tsih], e.channel === channel { s.descriptions[tsih] = description }
+        }
+    }
+
+    var descriptions: [SessionStatus] {
+        state.withLockedValue { Array($0.descriptions.values) }.sorted { $0.tsih < $1.tsih }
     }
 
     var count: Int { state.withLockedValue { $0.byTSIH.count } }
@@ -143,6 +159,11 @@ public final class TargetServer: @unchecked Sendable {
     /// Every LUN of the process as the copy managers see them (copy statistics).
     private var copyUnits: CopyUnitRegistry?
     private var tokenSweep: RepeatedTask?
+    /// The process's ROD tokens (for `status`).
+    private(set) var tokenStore: RODTokenStore?
+    private var extensions: [String: (copy: CopyOffloadExtension, streams: StreamsExtension)] = [:]
+    private var control: (any Channel)?
+    private let started = Date()
 
     public init(configuration: ServerConfiguration, logger: Logger = Logger(label: "iscsi-target")) {
         self.configuration = configuration
@@ -219,8 +240,10 @@ public final class TargetServer: @unchecked Sendable {
                 stores: stores, extensions: [copyOffload, streams])
             copyOffload.register(device: device, stores: stores)
             devices[target.name] = device
+            self.extensions[target.name] = (copyOffload, streams)
         }
         self.copyUnits = copyUnits
+        self.tokenStore = tokenStore
         // Token inactivity timeouts and tombstones are noticed (and logged) within a second.
         self.tokenSweep = group.next().scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { _ in
             tokenStore.tick()
@@ -248,6 +271,15 @@ public final class TargetServer: @unchecked Sendable {
             self.channel = bound
             self.context = context
         }
+        if let path = configuration.controlSocketPath {
+            do {
+                try await self.startControlSocket(path: path)
+            } catch {
+                // Serving matters more than being observable: say so and go on.
+                logger.warning("no control socket: `iscsi-target status` will not reach this server",
+                               metadata: ["iscsi.control": "\(error)"])
+            }
+        }
         logger.info("listening", metadata: [
             "iscsi.portal": "\(configuration.listenHost):\(bound.localAddress?.port ?? 0)",
             "iscsi.targets": "\(configuration.targets.map(\.name).joined(separator: ","))",
@@ -274,8 +306,49 @@ public final class TargetServer: @unchecked Sendable {
         }
     }
 
+    /// Binds the control socket (owner-only) that `iscsi-target status` reads.
+    private func startControlSocket(path: String) async throws {
+        // A socket file left by a process that is gone is replaced; a live one is not.
+        if FileManager.default.fileExists(atPath: path) {
+            let probe = ControlSocket.connect(path: path)
+            let connected = probe != nil
+            if let probe { close(probe) }
+            if connected { throw ServerStartError(description: "another server answers on the control socket \(path)") }
+            unlink(path)
+        }
+        let previous = umask(0o077)
+        defer { umask(previous) }
+        let bootstrap = ServerBootstrap(group: group)
+            .childChannelInitializer { [weak self] channel in
+                let server = self
+                return channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ControlHandler { request in
+                        guard let self = server else { return Data("{}".utf8) }
+                        switch request {
+                        case "status", "": return self.statusJSON()
+                        default: return Data("{\"error\":\"unknown request\"}".utf8)
+                        }
+                    })
+                }
+            }
+        do {
+            let channel = try await bootstrap.bind(unixDomainSocketPath: path).get()
+            chmod(path, 0o600)
+            lock.withLock { self.control = channel }
+        } catch {
+            throw ServerStartError(description: "cannot create the control socket \(path): \(error)")
+        }
+    }
+
+    /// Where the status came from (for `status()`).
+    func statusSources() -> ([String: (copy: CopyOffloadExtension, streams: StreamsExtension)], Date, TargetContext?) {
+        lock.withLock { (self.extensions, self.started, self.context) }
+    }
+
     public func stop() async throws {
-        let (c, ctx) = lock.withLock { (channel, context) }
+        let (c, ctx, control) = lock.withLock { (channel, context, self.control) }
+        try? await control?.close()
+        if let path = configuration.controlSocketPath, control != nil { unlink(path) }
         try? await c?.close()
         if let ctx {
             for session in ctx.sessions.allChannels() { try? await session.close() }

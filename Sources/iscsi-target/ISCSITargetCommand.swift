@@ -1,5 +1,6 @@
 //
-// The command-line tool: `iscsi-target serve` (the default) and `iscsi-target check-config`.
+// The command-line tool: `iscsi-target serve` (the default), `iscsi-target check-config` and
+// `iscsi-target status`.
 //
 import ArgumentParser
 import Foundation
@@ -11,7 +12,7 @@ struct ISCSITargetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "iscsi-target",
         abstract: "An iSCSI target emulator with file-backed LUNs.",
-        subcommands: [Serve.self, CheckConfig.self],
+        subcommands: [Serve.self, CheckConfig.self, Status.self],
         defaultSubcommand: Serve.self)
 }
 

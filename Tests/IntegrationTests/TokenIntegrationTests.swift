@@ -3,6 +3,7 @@
 // process, with the point-in-time semantics and the token errors an initiator sees.
 
 import Foundation
+import ISCSITarget
 import Testing
 
 func bigEndian(_ value: UInt64, _ count: Int) -> [UInt8] {
@@ -136,6 +137,39 @@ struct TokenIntegrationTests {
                 // VPD 0x8F starts with the Block Device ROD Limits descriptor.
                 let vpd = try a.scsiCommand(lun: 0, cdb: [0x12, 0x01, 0x8F, 0x04, 0x00, 0x00], dataInLength: 1024)
                 checks.expectBytes(Array(vpd[4..<8]), [0x00, 0x00, 0x00, 0x20])
+                try a.logout()
+            }
+        }
+    }
+
+    @Test("status over the control socket: the session, the token with its state and time left, the copy statistics")
+    func statusShowsTokens() async throws {
+        try await withTarget { target in
+            let socket = (target.stateDirectory as NSString).appendingPathComponent("control.sock")
+            try await onThread("status") { checks in
+                let a = try ISCSIClient()
+                try a.login(portal: target.portal, target: integrationIQN)
+                try a.write10(lun: 0, lba: 0, data: pattern(seed: 3, count: 16 * 512))
+                let (ptCDB, ptList) = populateTokenCommand(listID: 9, ranges: [(0, 16)], rodType: 0x0080_0001, timeout: 30)
+                _ = try a.scsiCommand(lun: 0, cdb: ptCDB, dataOut: ptList)
+                let decoder = JSONDecoder()
+                decoder.dateDecodingStrategy = .iso8601
+                func status() -> ServerStatus? {
+                    ControlSocket.request("status", path: socket).flatMap { try? decoder.decode(ServerStatus.self, from: $0) }
+                }
+                guard let first = status() else { checks.record("no status on \(socket)"); return }
+                checks.expect(first.sessions.contains { $0.initiator == testInitiatorName && $0.target == integrationIQN },
+                              "session missing: \(first.sessions)")
+                guard let token = first.tokens.first else { checks.record("no token in status"); return }
+                checks.expect(token.state == "valid" && token.type == "point-in-time-change-vulnerable", "\(token)")
+                checks.expect(token.ranges == ["0+16"] && token.bytes == 16 * 512, "\(token)")
+                checks.expect((token.secondsLeft ?? 0) > 25 && (token.secondsLeft ?? 99) <= 30, "\(token)")
+                Thread.sleep(forTimeInterval: 1.1)
+                let later = status()?.tokens.first?.secondsLeft ?? 99
+                checks.expect(later < token.secondsLeft!, "time left does not decrease: \(later)")
+                // A write to the source cancels it; status shows the tombstone.
+                try a.write10(lun: 0, lba: 3, data: [UInt8](repeating: 7, count: 512))
+                checks.expect(status()?.tokens.first?.state == "cancelled", "not cancelled")
                 try a.logout()
             }
         }
