@@ -30,18 +30,35 @@ public struct LoginDirectory: Sendable {
         public var name: String
         public var alias: String?
         public var portalGroupTag: UInt16
-        public init(name: String, alias: String?, portalGroupTag: UInt16) {
+        /// CHAP required to log in to this target; nil: AuthMethod=None.
+        public var chap: CHAPAccount?
+        /// Initiator names allowed to log in (compared case-insensitively); nil: everyone.
+        public var allowedInitiators: [String]?
+        public init(name: String, alias: String?, portalGroupTag: UInt16, chap: CHAPAccount? = nil,
+                    allowedInitiators: [String]? = nil) {
             self.name = name
             self.alias = alias
             self.portalGroupTag = portalGroupTag
+            self.chap = chap
+            self.allowedInitiators = allowedInitiators
+        }
+
+        /// Whether `initiatorName` may log in to (and, in discovery, see) this target.
+        public func admits(initiatorName: String) -> Bool {
+            guard let allowed = allowedInitiators else { return true }
+            let name = initiatorName.lowercased()
+            return allowed.contains { $0.lowercased() == name }
         }
     }
     public var targets: [String: Target]
     /// The portal group tag of this portal, answered in discovery logins too.
     public var portalGroupTag: UInt16
-    public init(targets: [Target], portalGroupTag: UInt16 = 1) {
+    /// CHAP required for discovery sessions; nil: AuthMethod=None.
+    public var discoveryCHAP: CHAPAccount?
+    public init(targets: [Target], portalGroupTag: UInt16 = 1, discoveryCHAP: CHAPAccount? = nil) {
         self.targets = Dictionary(targets.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
         self.portalGroupTag = portalGroupTag
+        self.discoveryCHAP = discoveryCHAP
     }
 }
 
@@ -97,15 +114,24 @@ public struct LoginStateMachine: Sendable {
         var pendingText: [UInt8] = []
         var securityDone = false
         var answeredPortalGroupTag = false
+        /// The CHAP account this login must authenticate with (nil: none required).
+        var requiredCHAP: CHAPAccount?
+        var chap: CHAPExchange?
+        /// The initiator is not in the target's ACL: refused once authentication is done, so
+        /// that an unauthenticated peer learns nothing about the ACL.
+        var authorized = true
     }
 
     private var state: State = .awaitingFirstRequest
     public let directory: LoginDirectory
     public let limits: TargetNegotiationLimits
+    private let random: RandomBytesSource
 
-    public init(directory: LoginDirectory, limits: TargetNegotiationLimits = TargetNegotiationLimits()) {
+    public init(directory: LoginDirectory, limits: TargetNegotiationLimits = TargetNegotiationLimits(),
+                random: @escaping RandomBytesSource = systemRandomBytes) {
         self.directory = directory
         self.limits = limits
+        self.random = random
     }
 
     public var isComplete: Bool {
@@ -215,12 +241,24 @@ public struct LoginStateMachine: Sendable {
                     return failure(request, .notFound, statSN: p.statSN)
                 }
                 p.targetName = targetName
+                p.requiredCHAP = target.chap
+                p.authorized = target.admits(initiatorName: initiatorName)
                 if let alias = target.alias { answers.append(("TargetAlias", alias)) }
                 answers.append(("TargetPortalGroupTag", String(target.portalGroupTag)))
             } else {
+                p.requiredCHAP = directory.discoveryCHAP
                 answers.append(("TargetPortalGroupTag", String(directory.portalGroupTag)))
             }
             p.answeredPortalGroupTag = true
+            // A target that requires CHAP cannot be entered by skipping the security stage.
+            if p.requiredCHAP != nil && p.stage != LoginStage.securityNegotiation.rawValue {
+                state = .failed
+                return failure(request, .authenticationFailure, statSN: p.statSN)
+            }
+            if p.requiredCHAP == nil && !p.authorized {
+                state = .failed
+                return failure(request, .authorizationFailure, statSN: p.statSN)
+            }
         }
 
         // Keys valid only in the first request, or only from the target, are not negotiable later.
@@ -229,16 +267,32 @@ public struct LoginStateMachine: Sendable {
         }
         if p.stage == LoginStage.securityNegotiation.rawValue {
             var rest: [TextKeyValue] = []
+            var chapKeys: [String: String] = [:]
             for pair in operationalPairs {
                 switch pair.key {
                 case "AuthMethod":
-                    // Only AuthMethod=None is offered until CHAP is configured.
+                    // The method the target requires, if the initiator offers it.
                     let offered = pair.value.split(separator: ",").map(String.init)
-                    if offered.contains("None") {
-                        answers.append(("AuthMethod", "None"))
-                        p.securityDone = true
+                    let method = p.requiredCHAP == nil ? "None" : "CHAP"
+                    guard p.chap == nil, !p.securityDone, offered.contains(method) else {
+                        state = .failed
+                        return failure(request, .authenticationFailure, statSN: p.statSN)
+                    }
+                    answers.append(("AuthMethod", method))
+                    if let account = p.requiredCHAP {
+                        p.chap = CHAPExchange(account: account)
                     } else {
-                        answers.append(("AuthMethod", "Reject"))
+                        p.securityDone = true
+                    }
+                case "CHAP_A":
+                    guard var exchange = p.chap, let a = exchange.chooseAlgorithm(pair.value, random: random) else {
+                        state = .failed
+                        return failure(request, .authenticationFailure, statSN: p.statSN)
+                    }
+                    p.chap = exchange
+                    answers += a
+                case "CHAP_N", "CHAP_R", "CHAP_I", "CHAP_C":
+                    guard p.chap != nil, chapKeys.updateValue(pair.value, forKey: pair.key) == nil else {
                         state = .failed
                         return failure(request, .authenticationFailure, statSN: p.statSN)
                     }
@@ -248,6 +302,23 @@ public struct LoginStateMachine: Sendable {
                 default:
                     rest.append(pair)
                 }
+            }
+            if !chapKeys.isEmpty {
+                guard var exchange = p.chap,
+                      let a = exchange.verify(name: chapKeys["CHAP_N"], response: chapKeys["CHAP_R"],
+                                              mutualIdentifier: chapKeys["CHAP_I"], mutualChallenge: chapKeys["CHAP_C"])
+                else {
+                    state = .failed
+                    return failure(request, .authenticationFailure, statSN: p.statSN)
+                }
+                // Authenticated: now the ACL decides.
+                guard p.authorized else {
+                    state = .failed
+                    return failure(request, .authorizationFailure, statSN: p.statSN)
+                }
+                p.chap = exchange
+                p.securityDone = true
+                answers += a
             }
             // Operational keys in the security stage: answered, but our declaration waits for
             // the operational stage (open-iscsi accepts only security keys here).
@@ -278,7 +349,14 @@ public struct LoginStateMachine: Sendable {
         // Stage transition (RFC 7143 §6.3): honour T=1 when NSG is a later valid stage.
         var transit = false
         var nextStage: UInt8 = 0
-        if request.transit {
+        // Leaving the security stage needs a completed authentication when one is required;
+        // while a CHAP exchange is under way the target answers T=0 (RFC 7143 §12.1.3).
+        let mayLeaveSecurity = p.requiredCHAP == nil || p.securityDone
+        if request.transit && p.stage == LoginStage.securityNegotiation.rawValue && !mayLeaveSecurity && p.chap == nil {
+            state = .failed
+            return failure(request, .authenticationFailure, statSN: p.statSN)
+        }
+        if request.transit && (p.stage != LoginStage.securityNegotiation.rawValue || mayLeaveSecurity) {
             let nsg = request.nextStage
             let validNext: Bool
             switch p.stage {

@@ -6,6 +6,7 @@
 //
 import CopyOffload
 import Foundation
+import ISCSIEngine
 import SCSI
 import SCSIStreams
 import TOMLKit
@@ -70,6 +71,10 @@ public struct TargetDefinition: Sendable {
     public var copyLimits = CopyLimits()
     /// ROD token limits of this target's copy manager (table `[target.tokens]`).
     public var tokenLimits = RODTokenLimits()
+    /// CHAP required to log in (table `[target.chap]`); nil: AuthMethod=None.
+    public var chap: CHAPAccount? = nil
+    /// Initiator names allowed to log in (key `allowed_initiators`); nil: every initiator.
+    public var allowedInitiators: [String]? = nil
 }
 
 public struct ServerConfiguration: Sendable {
@@ -93,6 +98,8 @@ public struct ServerConfiguration: Sendable {
     public var controlSocketPath: String? {
         controlSocket ?? (stateDirectory as NSString).appendingPathComponent("control.sock")
     }
+    /// CHAP required for discovery sessions (table `[discovery.chap]`); nil: AuthMethod=None.
+    public var discoveryCHAP: CHAPAccount? = nil
 
     public static let defaultListen = "127.0.0.1:3260"
 
@@ -160,12 +167,16 @@ public struct ServerConfiguration: Sendable {
                                                                  message: "cannot read: \(error.localizedDescription)")],
                                      source: path)
         }
-        return try parse(toml: text, stateDirectory: stateDirectory, listen: listen, advertise: advertise, source: path)
+        return try parse(toml: text, stateDirectory: stateDirectory, listen: listen, advertise: advertise, source: path,
+                         baseDirectory: (path as NSString).deletingLastPathComponent)
     }
 
-    /// Parse a definition. Throws `ConfigurationError` listing every problem.
+    /// Parse a definition. Throws `ConfigurationError` listing every problem. Relative secret
+    /// files are read from `baseDirectory` (the definition file's directory; default: the
+    /// current directory).
     public static func parse(toml: String, stateDirectory: String? = nil, listen: String? = nil,
-                             advertise: String? = nil, source: String = "(string)") throws -> ServerConfiguration
+                             advertise: String? = nil, source: String = "(string)",
+                             baseDirectory: String? = nil) throws -> ServerConfiguration
     {
         var issues: [ConfigurationIssue] = []
         let locator = LineLocator(text: toml)
@@ -270,7 +281,94 @@ public struct ServerConfiguration: Sendable {
             return limits
         }
 
-        checkKeys(root, allowed: ["server", "target"], path: "", section: .root)
+        /// `[target.chap]` / `[discovery.chap]`: a CHAP account. Secrets are never echoed in issues.
+        func parseCHAP(_ value: any TOMLValueConvertible, path: String, section: LineLocator.Section) -> CHAPAccount? {
+            guard let chap = value.table else {
+                issue(path, "must be a table", section: section)
+                return nil
+            }
+            checkKeys(chap, allowed: ["user", "secret", "secret_file", "mutual_user", "mutual_secret", "mutual_secret_file"],
+                      path: path, section: section)
+            func name(_ key: String) -> String? {
+                guard let v = chap[key] else { return nil }
+                guard let s = v.string, !s.isEmpty, s.utf8.count <= 255, s.allSatisfy({ !$0.isNewline }) else {
+                    issue("\(path).\(key)", "must be a name of 1 to 255 bytes", section: section, key: key)
+                    return nil
+                }
+                return s
+            }
+            func secret(_ key: String) -> CHAPSecret? {
+                let fileKey = key + "_file"
+                let bytes: [UInt8]
+                let reported: String
+                switch (chap[key], chap[fileKey]) {
+                case (nil, nil):
+                    return nil
+                case (.some, .some):
+                    issue("\(path).\(key)", "give either \(key) or \(fileKey), not both", section: section, key: key)
+                    return nil
+                case (let v?, nil):
+                    reported = key
+                    guard let s = v.string else {
+                        issue("\(path).\(key)", "must be a string", section: section, key: key)
+                        return nil
+                    }
+                    bytes = Array(s.utf8)
+                case (nil, let v?):
+                    reported = fileKey
+                    guard let f = v.string, !f.isEmpty else {
+                        issue("\(path).\(fileKey)", "must be a file path", section: section, key: fileKey)
+                        return nil
+                    }
+                    let full = f.hasPrefix("/") ? f : (baseDirectory ?? FileManager.default.currentDirectoryPath) + "/" + f
+                    guard let data = FileManager.default.contents(atPath: full) else {
+                        issue("\(path).\(fileKey)", "cannot read \"\(full)\"", section: section, key: fileKey)
+                        return nil
+                    }
+                    // One line: a trailing newline (as editors write it) is not part of the secret.
+                    var b = [UInt8](data)
+                    while let last = b.last, last == 0x0A || last == 0x0D { b.removeLast() }
+                    bytes = b
+                }
+                guard bytes.count >= CHAPSecret.minimumLength, bytes.count <= CHAPSecret.maximumLength else {
+                    issue("\(path).\(reported)", "a CHAP secret must be \(CHAPSecret.minimumLength) to \(CHAPSecret.maximumLength) bytes "
+                          + "(RFC 7143 §12.1.3), this one is \(bytes.count)", section: section, key: reported)
+                    return nil
+                }
+                return CHAPSecret(bytes)
+            }
+            let user = name("user")
+            let secretValue = secret("secret")
+            let mutualUser = name("mutual_user")
+            let mutualSecret = secret("mutual_secret")
+            if chap["user"] == nil { issue("\(path).user", "required", section: section) }
+            if chap["secret"] == nil && chap["secret_file"] == nil { issue("\(path).secret", "required (or secret_file)", section: section) }
+            let mutualGiven = chap["mutual_user"] != nil || chap["mutual_secret"] != nil || chap["mutual_secret_file"] != nil
+            if mutualGiven && chap["mutual_user"] == nil { issue("\(path).mutual_user", "required with a mutual secret", section: section) }
+            if mutualGiven && chap["mutual_secret"] == nil && chap["mutual_secret_file"] == nil {
+                issue("\(path).mutual_secret", "required with mutual_user (or mutual_secret_file)", section: section)
+            }
+            if let secretValue, let mutualSecret, secretValue == mutualSecret {
+                issue("\(path).mutual_secret", "must differ from the initiator's secret (RFC 7143 §12.1.3)",
+                      section: section, key: chap["mutual_secret"] != nil ? "mutual_secret" : "mutual_secret_file")
+            }
+            guard let user, let secretValue else { return nil }
+            if mutualGiven && (mutualUser == nil || mutualSecret == nil) { return nil }
+            return CHAPAccount(user: user, secret: secretValue, mutualUser: mutualUser, mutualSecret: mutualSecret)
+        }
+
+        checkKeys(root, allowed: ["server", "target", "discovery"], path: "", section: .root)
+        var discoveryCHAP: CHAPAccount?
+        if let value = root["discovery"] {
+            if let discovery = value.table {
+                checkKeys(discovery, allowed: ["chap"], path: "discovery", section: .table("[discovery]"))
+                if let chap = discovery["chap"] {
+                    discoveryCHAP = parseCHAP(chap, path: "discovery.chap", section: .table("[discovery.chap]"))
+                }
+            } else {
+                issue("discovery", "must be a table")
+            }
+        }
         let server = root["server"]?.table
         if root["server"] != nil && server == nil { issue("server", "must be a table") }
         if let server {
@@ -318,7 +416,24 @@ public struct ServerConfiguration: Sendable {
                 issue(tpath, "must be a table", section: section)
                 continue
             }
-            checkKeys(t, allowed: ["name", "alias", "portal_group", "lun", "copy", "tokens"], path: tpath, section: section)
+            checkKeys(t, allowed: ["name", "alias", "portal_group", "lun", "copy", "tokens", "chap", "allowed_initiators"],
+                      path: tpath, section: section)
+            var chap: CHAPAccount?
+            if let value = t["chap"] {
+                chap = parseCHAP(value, path: "\(tpath).chap", section: .targetTable(ti, "[target.chap]"))
+            }
+            var allowedInitiators: [String]?
+            if let value = t["allowed_initiators"] {
+                let names = value.array.map { elements($0).map { $0.string } } ?? [nil]
+                if names.contains(where: { $0 == nil }) {
+                    issue("\(tpath).allowed_initiators", "must be an array of iSCSI names", section: section, key: "allowed_initiators")
+                } else {
+                    allowedInitiators = names.compactMap { $0 }
+                    for n in allowedInitiators! where !isValidISCSIName(n) {
+                        issue("\(tpath).allowed_initiators", "\"\(n)\" is not an iSCSI name", section: section, key: "allowed_initiators")
+                    }
+                }
+            }
             let name = t["name"]?.string ?? ""
             if name.isEmpty {
                 issue("\(tpath).name", "required", section: section)
@@ -467,6 +582,8 @@ public struct ServerConfiguration: Sendable {
                                             luns: luns.sorted { $0.number < $1.number }))
             targets[targets.count - 1].copyLimits = copyLimits
             targets[targets.count - 1].tokenLimits = tokenLimits
+            targets[targets.count - 1].chap = chap
+            targets[targets.count - 1].allowedInitiators = allowedInitiators
         }
         if !issues.isEmpty {
             throw ConfigurationError(issues: issues.sorted { ($0.line ?? 0) < ($1.line ?? 0) }, source: source)
@@ -476,6 +593,7 @@ public struct ServerConfiguration: Sendable {
             targets: targets)
         configuration.commandWindow = window
         configuration.nopInterval = nop
+        configuration.discoveryCHAP = discoveryCHAP
         return configuration
     }
 }
@@ -489,7 +607,13 @@ private func elements(_ array: TOMLArray?) -> [any TOMLValueConvertible] {
 
 /// Finds the line of a key in the TOML source, by section (nth [[target]], nth [[target.lun]]).
 struct LineLocator {
-    enum Section { case root, server, target(Int), lun(Int, Int) }
+    enum Section {
+        case root, server, target(Int), lun(Int, Int)
+        /// A top-level table such as `[discovery.chap]`.
+        case table(String)
+        /// A sub-table of the nth target such as `[target.chap]`.
+        case targetTable(Int, String)
+    }
     let lines: [Substring]
 
     init(text: String) { lines = text.split(separator: "\n", omittingEmptySubsequences: false) }
@@ -510,6 +634,15 @@ struct LineLocator {
             return 0..<(allHeaders.first ?? lines.count)
         case .server:
             guard let s = headerLines("[server]").first else { return nil }
+            return until(s) { allHeaders.contains($0) }
+        case .table(let header):
+            guard let s = headerLines(header).first else { return nil }
+            return until(s) { allHeaders.contains($0) }
+        case .targetTable(let t, let header):
+            let targets = headerLines("[[target]]")
+            guard t < targets.count else { return nil }
+            let next = t + 1 < targets.count ? targets[t + 1] : lines.count
+            guard let s = headerLines(header).first(where: { $0 > targets[t] && $0 < next }) else { return nil }
             return until(s) { allHeaders.contains($0) }
         case .target(let t):
             let targets = headerLines("[[target]]")

@@ -220,7 +220,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         let nop = self.context.configuration.nopInterval
         sessionConfiguration.nopInInterval = nop > 0 ? .seconds(Int64(nop)) : nil
         sessionConfiguration.nopInTimeout = .seconds(Int64(max(nop, 5) + 5))
-        sessionConfiguration.discoveryRecords = self.context.discoveryRecords(localAddress: context.channel.localAddress)
+        sessionConfiguration.discoveryRecords = self.context.discoveryRecords(
+            localAddress: context.channel.localAddress, initiatorName: outcome.initiatorName)
         sessionConfiguration.faultDropLastDataIn = self.context.configuration.faultDropLastDataIn
 
         var session = Session(tsih: tsih, device: nil, nexus: nil)

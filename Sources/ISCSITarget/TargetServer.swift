@@ -37,13 +37,16 @@ final class TargetContext: Sendable {
         self.logger = logger
         self.directory = LoginDirectory(
             targets: configuration.targets.map {
-                LoginDirectory.Target(name: $0.name, alias: $0.alias, portalGroupTag: $0.portalGroupTag)
+                LoginDirectory.Target(name: $0.name, alias: $0.alias, portalGroupTag: $0.portalGroupTag, chap: $0.chap,
+                                      allowedInitiators: $0.allowedInitiators)
             },
-            portalGroupTag: configuration.targets.first?.portalGroupTag ?? 1)
+            portalGroupTag: configuration.targets.first?.portalGroupTag ?? 1,
+            discoveryCHAP: configuration.discoveryCHAP)
     }
 
-    /// SendTargets records, with the portal address the initiator should use.
-    func discoveryRecords(localAddress: SocketAddress?) -> [SendTargetsRecord] {
+    /// SendTargets records of the targets `initiatorName` may log in to, with the portal
+    /// address the initiator should use.
+    func discoveryRecords(localAddress: SocketAddress?, initiatorName: String) -> [SendTargetsRecord] {
         let address: String
         if let advertise = configuration.advertise {
             address = advertise
@@ -52,7 +55,7 @@ final class TargetContext: Sendable {
         } else {
             address = "\(configuration.listenHost):\(configuration.listenPort)"
         }
-        return configuration.targets.map {
+        return configuration.targets.filter { directory.targets[$0.name]?.admits(initiatorName: initiatorName) ?? false }.map {
             SendTargetsRecord(name: $0.name, addresses: ["\(address),\($0.portalGroupTag)"])
         }
     }

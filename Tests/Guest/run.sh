@@ -18,6 +18,8 @@
 #   GUEST_TARGET_CMD       command starting the target in the foreground (bash -c; sees GUEST_PORT,
 #                          GUEST_ADVERTISE, GUEST_STATE_DIR, GUEST_CONFIG, GUEST_TARGET_BIN)
 #   GUEST_CONFIG           target config, default Targets/default.toml
+#   GUEST_EXTRA_CONFIG     targets appended to GUEST_CONFIG for the project's target (default
+#                          Tests/Guest/security-targets.toml: scenario chap; empty: none)
 #   GUEST_TARGET_IQN       target name (default: first `name = "iqn..."` of GUEST_CONFIG)
 #   GUEST_LUNS             comma-separated disk LUNs (default: from GUEST_CONFIG)
 #   GUEST_LUN_BYTES        expected disk size, default 1 GiB; GUEST_BLOCK_SIZE default 512
@@ -126,6 +128,12 @@ main() {
             GUEST_LUNS=${GUEST_LUNS:-$(config_luns "$GUEST_CONFIG")}
             GUEST_DISCOVERY=${GUEST_DISCOVERY:-advertised}
             lun_files_default='$(config_lun_files "$GUEST_CONFIG" "$GUEST_STATE_DIR")'
+            GUEST_EXTRA_CONFIG=${GUEST_EXTRA_CONFIG-$GUEST_DIR/security-targets.toml}
+            if [[ -n $GUEST_EXTRA_CONFIG ]]; then
+                # The first [[target]] stays the main one (IQN and LUNs above are taken from it).
+                cat "$GUEST_CONFIG" "$GUEST_EXTRA_CONFIG" > "$GUEST_WORK/served.toml"
+                GUEST_CONFIG=$GUEST_WORK/served.toml
+            fi
             ;;
         tgt)
             ensure_packages tgt
@@ -135,6 +143,7 @@ main() {
             GUEST_TARGET_CMD=${GUEST_TARGET_CMD:-"exec '$GUEST_DIR/lib/tgt-target.sh'"}
             GUEST_LUNS=${GUEST_LUNS:-1,2}
             GUEST_DISCOVERY=${GUEST_DISCOVERY:-static}      # tgt advertises its own 127.0.0.1
+            GUEST_SKIP=${GUEST_SKIP-chap}                    # no CHAP/ACL targets in this preset
             lun_files_default='1=$GUEST_STATE_DIR/tgt-lun1.img 2=$GUEST_STATE_DIR/tgt-lun2.img'
             ;;
         *) die "GUEST_TARGET must be swift or tgt" ;;

@@ -122,6 +122,20 @@ final class ISCSIClient: @unchecked Sendable {
 
     // MARK: Sessions
 
+    /// CHAP credentials the initiator authenticates with (one-way CHAP).
+    func setCHAP(user: String, password: String) throws {
+        guard iscsi_set_initiator_username_pwd(context, user, password) == 0 else {
+            throw libraryError("iscsi_set_initiator_username_pwd")
+        }
+    }
+
+    /// The name and secret the target must answer with (mutual CHAP; needs `setCHAP` first).
+    func setTargetCHAP(user: String, password: String) throws {
+        guard iscsi_set_target_username_pwd(context, user, password) == 0 else {
+            throw libraryError("iscsi_set_target_username_pwd")
+        }
+    }
+
     /// Connects and logs in to `target` at `portal` ("host:port") as a normal session.
     /// libiscsi's full connect also clears pending unit attentions on `lun` with TEST UNIT READY.
     func login(portal: String, target: String, lun: Int32 = 0, headerDigest: HeaderDigest = .none) throws {

@@ -52,9 +52,11 @@ stop_target() {
 
 # Defaults for the project's own target (Targets/default.toml): IQN, LUNs and backing files.
 config_iqn() { grep -m 1 -o 'name = "iqn[^"]*"' "$1" | cut -d'"' -f2; }
-# config_lun_files CONFIG STATEDIR : "LUN=PATH ..." from the [[target.lun]] tables.
+# config_lun_files CONFIG STATEDIR : "LUN=PATH ..." from the [[target.lun]] tables of the first target.
 config_lun_files() {
     awk -v dir="$2" '
+        /^[[:space:]]*\[\[target\]\]/ { t++ }
+        t > 1 { next }
         /^[[:space:]]*number[[:space:]]*=/ { split($0, a, "="); gsub(/[[:space:]]/, "", a[2]); n = a[2] }
         /^[[:space:]]*file[[:space:]]*=/   { split($0, a, "\""); printf "%s=%s/%s ", n, dir, a[2] }
     ' "$1"

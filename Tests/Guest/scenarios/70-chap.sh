@@ -1,0 +1,59 @@
+#!/bin/sh
+# CHAP and ACL with open-iscsi (node.session.auth.*), against the targets of
+# Tests/Guest/security-targets.toml served next to the main one: a wrong secret is refused,
+# the right one logs in with mutual CHAP (the initiator checks the target's answer too), a
+# wrong expected target secret makes the initiator refuse, and a target whose ACL excludes
+# this initiator is neither listed by SendTargets nor open to a login. Leaves no session or
+# node of these targets behind.
+. /guest/lib.sh
+if skipped chap; then pass; fi
+CHAP_IQN=iqn.2026-11.org.iscsi-target:guest-chap
+ACL_IQN=iqn.2026-11.org.iscsi-target:guest-acl
+P=$(portal)
+
+run iscsiadm -m discovery -t st -p "$ISCSI_HOST:$ISCSI_PORT" -o nonpersistent || fail "SendTargets failed"
+grep -q " $CHAP_IQN\$" /tmp/run.out || fail "SendTargets does not list $CHAP_IQN (security-targets.toml not served?)"
+grep -q " $ACL_IQN\$" /tmp/run.out && fail "SendTargets lists $ACL_IQN to an initiator its ACL excludes"
+
+set_auth() {
+    for kv in "$@"; do
+        run iscsiadm -m node -T "$CHAP_IQN" -p "$P" -o update -n "${kv%%=*}" -v "${kv#*=}" || return 1
+    done
+}
+# login_fails IQN WHAT : the login must fail with iscsiadm's authentication/authorization error (24).
+login_fails() {
+    run iscsiadm -m node -T "$1" -p "$P" --login && fail "$2: login succeeded"
+    [ "$rc" = 24 ] || fail "$2: iscsiadm exit status $rc, expected 24 (login authentication/authorization failure)"
+    note "$2: refused (exit status 24)"
+}
+cleanup() {
+    iscsiadm -m node -T "$CHAP_IQN" -p "$P" --logout > /dev/null 2>&1
+    iscsiadm -m node -T "$CHAP_IQN" -p "$P" -o delete > /dev/null 2>&1
+    iscsiadm -m node -T "$ACL_IQN" -p "$P" -o delete > /dev/null 2>&1
+}
+
+disks_before=$(ls /sys/class/scsi_disk | wc -l)
+iscsiadm -m node -T "$CHAP_IQN" -p "$P" -o new > /dev/null 2>&1
+iscsiadm -m node -T "$ACL_IQN" -p "$P" -o new > /dev/null 2>&1
+
+set_auth node.session.auth.authmethod=CHAP node.session.auth.username=guest \
+    node.session.auth.password=wrong-secret-0000 || { cleanup; fail "cannot set CHAP in the node record"; }
+login_fails "$CHAP_IQN" "wrong CHAP secret"
+
+set_auth node.session.auth.password=guest-initiator-secret \
+    node.session.auth.username_in=$CHAP_IQN node.session.auth.password_in=not-the-target-secret || { cleanup; fail "cannot set CHAP"; }
+login_fails "$CHAP_IQN" "wrong expected target secret (mutual CHAP)"
+
+set_auth node.session.auth.password_in=guest-target-secret || { cleanup; fail "cannot set CHAP"; }
+t=$(now)
+run iscsiadm -m node -T "$CHAP_IQN" -p "$P" --login || { cleanup; fail "login with the right CHAP secrets (mutual) failed"; }
+note "mutual CHAP login: $(since "$t") s"
+iscsiadm -m session | grep -q " $CHAP_IQN" || { cleanup; fail "no session to $CHAP_IQN after login"; }
+run iscsiadm -m node -T "$CHAP_IQN" -p "$P" --logout || { cleanup; fail "logout of $CHAP_IQN failed"; }
+
+login_fails "$ACL_IQN" "initiator outside the ACL"
+cleanup
+i=0
+while [ "$(ls /sys/class/scsi_disk | wc -l)" != "$disks_before" ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
+[ "$(ls /sys/class/scsi_disk | wc -l)" = "$disks_before" ] || fail "the CHAP target's disk is still present"
+pass
