@@ -60,6 +60,8 @@ public struct LUNDefinition: Sendable {
     public var sanitizeSeconds: Int = 0
     /// APTPL supported (key `persist_reservations`): reservations survive a restart in `<file>.reservations`.
     public var persistReservations: Bool = false
+    /// LUN masking (key `allowed_initiators`): only these initiators see the LUN; nil: all.
+    public var allowedInitiators: [String]? = nil
 }
 
 public struct TargetDefinition: Sendable {
@@ -357,6 +359,22 @@ public struct ServerConfiguration: Sendable {
             return CHAPAccount(user: user, secret: secretValue, mutualUser: mutualUser, mutualSecret: mutualSecret)
         }
 
+        /// `allowed_initiators = ["iqn...", ...]` of a target or a LUN; nil when absent.
+        func parseInitiatorNames(_ table: TOMLTable, path: String, section: LineLocator.Section) -> [String]? {
+            guard let value = table["allowed_initiators"] else { return nil }
+            let key = "allowed_initiators"
+            let names = value.array.map { elements($0).map { $0.string } } ?? [nil]
+            guard !names.contains(where: { $0 == nil }) else {
+                issue("\(path).\(key)", "must be an array of iSCSI names", section: section, key: key)
+                return nil
+            }
+            let result = names.compactMap { $0 }
+            for n in result where !isValidISCSIName(n) {
+                issue("\(path).\(key)", "\"\(n)\" is not an iSCSI name", section: section, key: key)
+            }
+            return result
+        }
+
         checkKeys(root, allowed: ["server", "target", "discovery"], path: "", section: .root)
         var discoveryCHAP: CHAPAccount?
         if let value = root["discovery"] {
@@ -422,18 +440,7 @@ public struct ServerConfiguration: Sendable {
             if let value = t["chap"] {
                 chap = parseCHAP(value, path: "\(tpath).chap", section: .targetTable(ti, "[target.chap]"))
             }
-            var allowedInitiators: [String]?
-            if let value = t["allowed_initiators"] {
-                let names = value.array.map { elements($0).map { $0.string } } ?? [nil]
-                if names.contains(where: { $0 == nil }) {
-                    issue("\(tpath).allowed_initiators", "must be an array of iSCSI names", section: section, key: "allowed_initiators")
-                } else {
-                    allowedInitiators = names.compactMap { $0 }
-                    for n in allowedInitiators! where !isValidISCSIName(n) {
-                        issue("\(tpath).allowed_initiators", "\"\(n)\" is not an iSCSI name", section: section, key: "allowed_initiators")
-                    }
-                }
-            }
+            let allowedInitiators = parseInitiatorNames(t, path: tpath, section: section)
             let name = t["name"]?.string ?? ""
             if name.isEmpty {
                 issue("\(tpath).name", "required", section: section)
@@ -479,7 +486,7 @@ public struct ServerConfiguration: Sendable {
                 checkKeys(l, allowed: ["number", "file", "size", "block_size", "cache", "read_only", "thin",
                                        "non_rotational", "vendor", "product", "serial", "max_streams",
                                        "permanent_streams", "optimal_stream_write_size", "stream_granularity_size", "write_stream_32",
-                                       "removable", "sanitize_seconds", "persist_reservations"],
+                                       "removable", "sanitize_seconds", "persist_reservations", "allowed_initiators"],
                           path: lpath, section: ls)
                 var number: UInt16 = 0
                 if let n = l["number"]?.int, (0...16383).contains(n) {
@@ -577,6 +584,7 @@ public struct ServerConfiguration: Sendable {
                 luns[luns.count - 1].removable = flag("removable")
                 luns[luns.count - 1].sanitizeSeconds = integer("sanitize_seconds", 0...3600) ?? 0
                 luns[luns.count - 1].persistReservations = flag("persist_reservations")
+                luns[luns.count - 1].allowedInitiators = parseInitiatorNames(l, path: lpath, section: ls)
             }
             targets.append(TargetDefinition(name: name, alias: t["alias"]?.string, portalGroupTag: tpgt,
                                             luns: luns.sorted { $0.number < $1.number }))

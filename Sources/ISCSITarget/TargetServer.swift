@@ -228,6 +228,7 @@ public final class TargetServer: @unchecked Sendable {
                 unit.removable = lun.removable
                 unit.sanitizeMinimumSeconds = Double(lun.sanitizeSeconds)
                 if lun.persistReservations { unit.reservationStatePath = lun.path + ".reservations" }
+                unit.visibleTo = lun.allowedInitiators.map { Set($0.map { $0.lowercased() }) }
                 if let v = lun.vendor { unit.vendor = v }
                 if let p = lun.product { unit.product = p }
                 if let s = lun.serialNumber { unit.serialNumber = s }

@@ -34,6 +34,9 @@ public struct LogicalUnitConfiguration: Sendable, Equatable {
     public var optimalTransferBlocks: UInt32
     /// VPD 0xB0 MAXIMUM COMPARE AND WRITE LENGTH in logical blocks (1–255).
     public var maximumCompareAndWriteBlocks: UInt8
+    /// LUN masking: the initiator names (lowercase) that see this LU; nil: every initiator.
+    /// To any other initiator the LUN does not exist (REPORT LUNS, commands, task management).
+    public var visibleTo: Set<String>? = nil
     /// VPD 0xB0 MAXIMUM WRITE SAME LENGTH in logical blocks (default: the maximum transfer length).
     public var maximumWriteSameBlocks: UInt64
     /// VPD 0xB0 MAXIMUM UNMAP LBA COUNT and MAXIMUM UNMAP BLOCK DESCRIPTOR COUNT.
@@ -157,5 +160,12 @@ public struct TargetDeviceConfiguration: Sendable, Equatable {
     /// `TargetName + ",t,0x" + TPGT` (four hex digits), the SCSI target port name.
     public var targetPortName: String {
         self.targetName + ",t,0x" + LogicalUnitConfiguration.hexString(UInt64(self.targetPortGroupTag), digits: 4)
+    }
+}
+
+extension LogicalUnitConfiguration {
+    public func isVisible(to nexus: ITNexus) -> Bool {
+        guard let visibleTo else { return true }
+        return visibleTo.contains(nexus.initiatorName.lowercased())
     }
 }

@@ -54,10 +54,16 @@ public final class SCSITargetDevice: SCSIDevice {
         number.flatMap { self.units[$0] }
     }
 
+    /// The unit as `nexus` sees it: a LUN masked from its initiator does not exist for it.
+    func unit(_ number: UInt16?, for nexus: ITNexus) -> LogicalUnit? {
+        guard let unit = self.unit(number), unit.configuration.isVisible(to: nexus) else { return nil }
+        return unit
+    }
+
     // MARK: SCSIDevice
 
     public func prepare(_ command: SCSICommand) -> PrepareResult {
-        let unit = self.unit(command.lunNumber)
+        let unit = self.unit(command.lunNumber, for: command.nexus)
         do {
             let descriptor = try self.table.lookup(command.cdb)
             try descriptor.validate(command.cdb)
@@ -165,13 +171,13 @@ public final class SCSITargetDevice: SCSIDevice {
         case .abortTask, .abortTaskSet, .clearTaskSet:
             // The device keeps no task set of its own; the transport aborts its tasks. A
             // SANITIZE waiting for its operation stops waiting (the operation continues).
-            guard let unit = self.unit(SCSICommand.lunNumber(of: lunField)) else { return .lunDoesNotExist }
+            guard let unit = self.unit(SCSICommand.lunNumber(of: lunField), for: nexus) else { return .lunDoesNotExist }
             unit.sanitizer.detachWaiters()
             return .functionComplete
         case .clearACA:
             return .functionNotSupported
         case .logicalUnitReset:
-            guard let unit = self.unit(SCSICommand.lunNumber(of: lunField)) else { return .lunDoesNotExist }
+            guard let unit = self.unit(SCSICommand.lunNumber(of: lunField), for: nexus) else { return .lunDoesNotExist }
             self.reset(unit)
             unit.raiseUnitAttention(Self.resetUnitAttention, for: self.openNexuses(except: nil))
             return .functionComplete
@@ -218,7 +224,7 @@ public final class SCSITargetDevice: SCSIDevice {
     }
 
     public func lunNumbers(for nexus: ITNexus) -> [UInt16] {
-        self.sortedLUNs
+        self.sortedLUNs.filter { self.units[$0]!.configuration.isVisible(to: nexus) }
     }
 
     // MARK: Nexus bookkeeping

@@ -39,6 +39,19 @@ public struct ITNexus: Hashable, Sendable, CustomStringConvertible {
     }
 
     public var description: String { "\(initiatorPortName) -> \(targetPortName)" }
+
+    /// The initiator's name: the initiator port name without its ",i,0x<ISID>" suffix.
+    public var initiatorName: String {
+        let bytes = Array(initiatorPortName.utf8)
+        var i = bytes.count - 3
+        while i >= 0 {
+            if bytes[i] == UInt8(ascii: ","), bytes[i + 1] == UInt8(ascii: "i"), bytes[i + 2] == UInt8(ascii: ",") {
+                return String(decoding: bytes[..<i], as: UTF8.self)
+            }
+            i -= 1
+        }
+        return initiatorPortName
+    }
 }
 
 /// The direction the transport says data flows (iSCSI R and W bits).

@@ -38,11 +38,16 @@ func securityDefinition(discoveryCHAP: Bool = false, secretFile: String? = nil) 
 
     [[target]]
     name = "\(aclIQN)"
-    allowed_initiators = ["\(testInitiatorName)"]
+    allowed_initiators = ["\(testInitiatorName)", "\(otherInitiator)"]
       [[target.lun]]
       number = 0
       file = "acl.img"
       size = "4MiB"
+      [[target.lun]]
+      number = 1
+      file = "acl-masked.img"
+      size = "4MiB"
+      allowed_initiators = ["\(otherInitiator)"]
     """
 }
 
@@ -173,13 +178,41 @@ struct SecurityIntegrationTests {
                 let allowed = try ISCSIClient()
                 try allowed.login(portal: target.portal, target: aclIQN)
                 try allowed.logout()
+                let stranger = "iqn.2026-11.org.iscsi-target:stranger"
                 check.expectEqual(loginStatus {
-                    try ISCSIClient(initiatorName: otherInitiator).login(portal: target.portal, target: aclIQN)
+                    try ISCSIClient(initiatorName: stranger).login(portal: target.portal, target: aclIQN)
                 }, "514", "initiator not in the ACL")
                 let seenByAllowed = try ISCSIClient().discover(portal: target.portal).map(\.name)
                 check.expect(seenByAllowed.contains(aclIQN), "\(seenByAllowed)")
-                let seenByOther = try ISCSIClient(initiatorName: otherInitiator).discover(portal: target.portal).map(\.name)
-                check.expectEqual(seenByOther.sorted(), [chapIQN, mutualIQN].sorted())
+                let seenByStranger = try ISCSIClient(initiatorName: stranger).discover(portal: target.portal).map(\.name)
+                check.expectEqual(seenByStranger.sorted(), [chapIQN, mutualIQN].sorted())
+            }
+        }
+    }
+
+    @Test("LUN masking: a masked LUN is absent from REPORT LUNS and answers as a nonexistent LUN")
+    func lunMasking() async throws {
+        try await withTarget(toml: securityDefinition()) { target in
+            try await onThread("masking") { check in
+                let masked = try ISCSIClient()
+                try masked.login(portal: target.portal, target: aclIQN)
+                check.expectEqual(try masked.reportLUNs(), [0], "REPORT LUNS of an initiator LUN 1 is masked from")
+                // INQUIRY to a LUN that does not exist: peripheral qualifier 3, device type 0x1F.
+                let inquiry = try masked.scsiCommand(lun: 1, cdb: [0x12, 0, 0, 0, 36, 0], dataInLength: 36)
+                check.expectEqual(inquiry.first, 0x7F, "INQUIRY byte 0 of a masked LUN")
+                do {
+                    _ = try masked.scsiCommand(lun: 1, cdb: [0x28, 0, 0, 0, 0, 0, 0, 0, 1, 0], dataInLength: 512)
+                    check.record("READ(10) to a masked LUN succeeded")
+                } catch let error as ISCSIClientError {
+                    check.expect(error.kind == .scsiStatus(2) && error.senseKey == 5 && error.ascq == 0x2500,
+                                 "READ(10) to a masked LUN: \(error)")
+                }
+                try masked.logout()
+                let seeing = try ISCSIClient(initiatorName: otherInitiator)
+                try seeing.login(portal: target.portal, target: aclIQN)
+                check.expectEqual(try seeing.reportLUNs(), [0, 1], "REPORT LUNS of the initiator LUN 1 is visible to")
+                _ = try seeing.read10(lun: 1, lba: 0, blocks: 1)
+                try seeing.logout()
             }
         }
     }
