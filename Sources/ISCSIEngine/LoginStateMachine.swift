@@ -400,6 +400,16 @@ public struct LoginStateMachine: Sendable {
         return .respond(response)
     }
 
+    /// The runtime refuses this connection before looking at the request (a resource limit):
+    /// the answer to the first Login Request carries `status`, then the connection closes.
+    public mutating func refuse(_ request: LoginRequest, status: LoginStatus) -> LoginResponse {
+        state = .failed
+        guard case .fail(let response) = failure(request, status, statSN: request.expStatSN) else {
+            preconditionFailure("failure() always fails")
+        }
+        return response
+    }
+
     /// The runtime assigned `tsih` (non-zero). Returns the final Login Response.
     public mutating func sessionEstablished(tsih: UInt16, maxCmdSN: UInt32) -> LoginResponse {
         guard case .awaitingSession(let p, var response, _) = state else {

@@ -102,6 +102,12 @@ public struct ServerConfiguration: Sendable {
     }
     /// CHAP required for discovery sessions (table `[discovery.chap]`); nil: AuthMethod=None.
     public var discoveryCHAP: CHAPAccount? = nil
+    /// Sessions of the whole process (key `max_sessions`); 0: only the TSIH space limits them.
+    public var maximumSessions: Int = 0
+    /// TCP connections from one source address at a time (key `max_connections_per_address`); 0: no limit.
+    public var maximumConnectionsPerAddress: Int = 0
+    /// Seconds a connection may spend in the login phase (key `login_timeout`).
+    public var loginTimeout: Int = 30
 
     public static let defaultListen = "127.0.0.1:3260"
 
@@ -390,7 +396,8 @@ public struct ServerConfiguration: Sendable {
         let server = root["server"]?.table
         if root["server"] != nil && server == nil { issue("server", "must be a table") }
         if let server {
-            checkKeys(server, allowed: ["listen", "advertise", "state_dir", "command_window", "nop_interval"],
+            checkKeys(server, allowed: ["listen", "advertise", "state_dir", "command_window", "nop_interval",
+                                        "max_sessions", "max_connections_per_address", "login_timeout"],
                       path: "server", section: .server)
         }
 
@@ -420,6 +427,18 @@ public struct ServerConfiguration: Sendable {
                 issue("server.nop_interval", "must be seconds from 0 (off) to 3600", section: .server, key: "nop_interval")
             }
         }
+
+        func serverInteger(_ key: String, _ range: ClosedRange<Int>, _ meaning: String) -> Int? {
+            guard let v = server?[key] else { return nil }
+            guard let n = v.int, range.contains(n) else {
+                issue("server.\(key)", "must be \(meaning) from \(range.lowerBound) to \(range.upperBound)", section: .server, key: key)
+                return nil
+            }
+            return n
+        }
+        let maximumSessions = serverInteger("max_sessions", 0...65535, "a number of sessions (0: no limit)")
+        let maximumPerAddress = serverInteger("max_connections_per_address", 0...65535, "a number of connections (0: no limit)")
+        let loginTimeout = serverInteger("login_timeout", 1...3600, "seconds")
 
         var targets: [TargetDefinition] = []
         var seenNames: Set<String> = []
@@ -602,6 +621,9 @@ public struct ServerConfiguration: Sendable {
         configuration.commandWindow = window
         configuration.nopInterval = nop
         configuration.discoveryCHAP = discoveryCHAP
+        if let maximumSessions { configuration.maximumSessions = maximumSessions }
+        if let maximumPerAddress { configuration.maximumConnectionsPerAddress = maximumPerAddress }
+        if let loginTimeout { configuration.loginTimeout = loginTimeout }
         return configuration
     }
 }

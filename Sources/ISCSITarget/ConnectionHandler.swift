@@ -40,6 +40,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var timerDeadline: NIODeadline?
     private var logger: Logger
     private weak var channelContext: ChannelHandlerContext?
+    /// The source address this connection is counted under (limit per address).
+    private var countedAddress: String?
+    /// A resource limit refuses this connection: its first Login Request gets this status.
+    private var refusal: LoginStatus?
+    private var loginTimer: Scheduled<Void>?
 
     init(context: TargetContext) {
         self.context = context
@@ -56,6 +61,23 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     func handlerAdded(context: ChannelHandlerContext) {
         channelContext = context
         if let remote = context.channel.remoteAddress { logger[metadataKey: "iscsi.peer"] = "\(remote)" }
+        let configuration = self.context.configuration
+        if let ip = context.channel.remoteAddress?.ipAddress {
+            if self.context.connections.open(ip, limit: configuration.maximumConnectionsPerAddress) {
+                countedAddress = ip
+            } else {
+                refusal = .outOfResources
+            }
+        }
+        // A connection that has not completed its login in time is closed (RFC 7143 leaves the
+        // login timeout to the implementation); it holds no session yet.
+        let boxed = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        loginTimer = context.eventLoop.scheduleTask(in: .seconds(Int64(configuration.loginTimeout))) {
+            let (handler, context) = boxed.value
+            guard case .login = handler.state else { return }
+            handler.logger.info("login timeout")
+            handler.close(context: context)
+        }
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -89,6 +111,12 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private func teardown() {
         timer?.cancel()
         timer = nil
+        loginTimer?.cancel()
+        loginTimer = nil
+        if let address = countedAddress {
+            countedAddress = nil
+            self.context.connections.close(address)
+        }
         blockingWork = nil  // breaks the queue → handler reference once queued work drains
         if case .fullFeature(var machine, var session) = state {
             machine.connectionLost()
@@ -172,6 +200,14 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 close(context: context)
                 return
             }
+            if let status = refusal {
+                logger.info("login refused: connection limit", metadata: ["iscsi.status": "\(status)"])
+                let response = login.refuse(request, status: status)
+                state = .login(login)
+                write(.loginResponse(response), context: context)
+                close(context: context)
+                return
+            }
             let action = login.receive(request)
             state = .login(login)
             handleLogin(action, login: login, context: context)
@@ -250,6 +286,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         framer.digests = writer.digests
         framer.maxDataSegmentLength = outcome.parameters.maxRecvDataSegmentLength
         state = .fullFeature(machine, session)
+        loginTimer?.cancel()
+        loginTimer = nil
         logger[metadataKey: "iscsi.tsih"] = "\(tsih)"
         let parameters = outcome.parameters
         self.context.sessions.describe(tsih: tsih, channel: context.channel, SessionStatus(

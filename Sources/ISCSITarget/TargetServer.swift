@@ -25,7 +25,8 @@ final class TargetContext: Sendable {
     let devices: [String: SCSITargetDevice]
     let directory: LoginDirectory
     let threadPool: NIOThreadPool
-    let sessions = SessionRegistry()
+    let sessions: SessionRegistry
+    let connections = ConnectionCounter()
     let logger: Logger
 
     init(configuration: ServerConfiguration, devices: [String: SCSITargetDevice], threadPool: NIOThreadPool,
@@ -35,6 +36,7 @@ final class TargetContext: Sendable {
         self.devices = devices
         self.threadPool = threadPool
         self.logger = logger
+        self.sessions = SessionRegistry(maximumSessions: configuration.maximumSessions)
         self.directory = LoginDirectory(
             targets: configuration.targets.map {
                 LoginDirectory.Target(name: $0.name, alias: $0.alias, portalGroupTag: $0.portalGroupTag, chap: $0.chap,
@@ -81,6 +83,10 @@ final class SessionRegistry: Sendable {
         var descriptions: [UInt16: SessionStatus] = [:]
     }
     private let state = NIOLockedValueBox(State())
+    /// 0: no limit besides the TSIH space.
+    let maximumSessions: Int
+
+    init(maximumSessions: Int = 0) { self.maximumSessions = maximumSessions }
 
     enum Admission {
         case admitted(tsih: UInt16, nexusID: UInt64, replacing: (any Channel)?)
@@ -104,6 +110,10 @@ final class SessionRegistry: Sendable {
                 s.byTSIH[oldTSIH] = nil
             }
             if tsih == 0 {
+                // A reinstatement replaces a session; only a new one counts against the limit.
+                if maximumSessions > 0 && replacing == nil && s.byTSIH.count >= maximumSessions {
+                    return .refused(.outOfResources)
+                }
                 var candidate = s.nextTSIH
                 for _ in 0..<65535 {
                     if candidate != 0 && s.byTSIH[candidate] == nil { break }
@@ -147,6 +157,31 @@ final class SessionRegistry: Sendable {
     }
 
     func allChannels() -> [any Channel] { state.withLockedValue { $0.byTSIH.values.map(\.channel) } }
+}
+
+/// Open TCP connections per source address (limit `max_connections_per_address`).
+final class ConnectionCounter: Sendable {
+    private let counts = NIOLockedValueBox([String: Int]())
+
+    /// Counts a new connection from `address`; false when that would exceed `limit` (the
+    /// connection is then not counted).
+    func open(_ address: String, limit: Int) -> Bool {
+        counts.withLockedValue { c in
+            let n = c[address, default: 0]
+            if limit > 0 && n >= limit { return false }
+            c[address] = n + 1
+            return true
+        }
+    }
+
+    func close(_ address: String) {
+        counts.withLockedValue { c in
+            let n = c[address, default: 0] - 1
+            c[address] = n > 0 ? n : nil
+        }
+    }
+
+    func count(_ address: String) -> Int { counts.withLockedValue { $0[address, default: 0] } }
 }
 
 /// The iSCSI target server.
