@@ -205,7 +205,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
                 let response = login.refuse(request, status: status)
                 state = .login(login)
                 write(.loginResponse(response), context: context)
-                close(context: context)
+                closeAfterLoginFailure(context: context)
                 return
             }
             let action = login.receive(request)
@@ -218,6 +218,19 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     // MARK: Login
 
+    /// After a failed login both sides close (RFC 7143 §11.13.5). The initiator is given a
+    /// moment to close first, having read the status: a close racing the response makes the
+    /// Linux initiator log a connection error for a login that merely failed. Nothing more
+    /// is read from the connection meanwhile.
+    private func closeAfterLoginFailure(context: ChannelHandlerContext) {
+        flushIfNeeded(context: context)
+        teardown()
+        let boxed = NIOLoopBound(context, eventLoop: context.eventLoop)
+        context.eventLoop.scheduleTask(in: .seconds(2)) {
+            boxed.value.close(promise: nil)
+        }
+    }
+
     private func handleLogin(_ action: LoginAction, login: LoginStateMachine, context: ChannelHandlerContext) {
         switch action {
         case .respond(let response):
@@ -225,8 +238,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .fail(let response):
             logger.info("login failed", metadata: ["iscsi.status": "\(response.status)"])
             write(.loginResponse(response), context: context)
-            flushIfNeeded(context: context)
-            close(context: context)
+            closeAfterLoginFailure(context: context)
         case .establishSession(let outcome):
             establish(outcome, login: login, context: context)
         }
@@ -241,8 +253,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             if case .refused(let status) = admission {
                 let response = login.sessionRefused(status)
                 write(.loginResponse(response), context: context)
-                flushIfNeeded(context: context)
-                close(context: context)
+                closeAfterLoginFailure(context: context)
             }
             return
         }

@@ -8,6 +8,12 @@ TROUBLE='detected conn error|ping timeout|timing out command|session recovery ti
 TROUBLE="$TROUBLE|FAILED Result|Sense Key|Medium access|offlin|rejected|EXT4-fs error|Buffer I/O"
 TROUBLE="$TROUBLE|BUG:|WARNING:|Call Trace|Oops:"
 dmesg > /tmp/dmesg.txt
+# Lines an earlier scenario caused on purpose (logins that must fail, scenario chap).
+if [ -s "$STATE/expected-kernel-lines" ]; then
+    note "excused (deliberately failed logins): $(wc -l < "$STATE/expected-kernel-lines") line(s)"
+    grep -v -x -F -f "$STATE/expected-kernel-lines" /tmp/dmesg.txt > /tmp/dmesg.kept
+    mv /tmp/dmesg.kept /tmp/dmesg.txt
+fi
 if grep -iE "$TROUBLE" /tmp/dmesg.txt > /tmp/trouble.txt; then
     echo "kernel log lines that indicate trouble:"
     sed 's/^/  | /' /tmp/trouble.txt | head -n 40
