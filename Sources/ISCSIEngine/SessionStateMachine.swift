@@ -161,7 +161,21 @@ public struct SessionStateMachine: Sendable {
         var r2tSN: UInt32 = 0
 
         var isComplete: Bool { received >= expected }
+
+        /// The gathered data, `expected` bytes readable (the buffer grows as data arrives).
+        var completedBuffer: ByteBuffer {
+            var b = buffer
+            if b.readableBytes < expected { b.moveWriterIndex(to: b.readerIndex + expected) }
+            return b
+        }
     }
+
+    /// Up to this EDTL a write's buffer is allocated whole when the command arrives; above it,
+    /// it grows with the data actually received, so a hostile EDTL (up to 4 GiB) costs nothing.
+    static let eagerWriteBufferLimit = 16 << 20
+    /// Text Request data gathered across C=1 PDUs is refused beyond this (RFC 7143 §11.10.2
+    /// leaves the limit to the target).
+    static let maximumTextRequestLength = 65_536
 
     private enum TaskPhase: Sendable {
         /// Arrived ahead of ExpCmdSN; data may already be gathering.
@@ -418,9 +432,8 @@ public struct SessionStateMachine: Sendable {
         if immediate == expected {
             buffer = c.immediateData  // no copy: the whole write came in the command PDU
         } else {
-            buffer = ByteBufferAllocator().buffer(capacity: expected)
+            buffer = ByteBufferAllocator().buffer(capacity: min(expected, max(immediate, Self.eagerWriteBufferLimit)))
             buffer.writeImmediateData(c.immediateData)
-            buffer.moveWriterIndex(to: expected)
         }
         return DataCollector(
             expected: expected, buffer: buffer, received: immediate, unsolicitedEnd: unsolicitedEnd,
@@ -462,7 +475,7 @@ public struct SessionStateMachine: Sendable {
             }
             if collector.isComplete {
                 tasks[c.initiatorTaskTag] = Task(request: c, phase: .executing(r2tCount: 0))
-                actions.append(.execute(initiatorTaskTag: c.initiatorTaskTag, token: token, dataOut: collector.buffer))
+                actions.append(.execute(initiatorTaskTag: c.initiatorTaskTag, token: token, dataOut: collector.completedBuffer))
                 return
             }
             issueR2Ts(c, &collector, into: &actions)
@@ -560,7 +573,7 @@ public struct SessionStateMachine: Sendable {
             }
             if collector.isComplete && collector.r2ts.isEmpty {
                 tasks[itt] = Task(request: task.request, phase: .executing(r2tCount: collector.r2tSN))
-                actions.append(.execute(initiatorTaskTag: itt, token: token, dataOut: collector.buffer))
+                actions.append(.execute(initiatorTaskTag: itt, token: token, dataOut: collector.completedBuffer))
             } else {
                 tasks[itt] = Task(request: task.request, phase: .collecting(token: token, collector))
             }
@@ -810,6 +823,11 @@ public struct SessionStateMachine: Sendable {
         }
         pendingText = nil
         textRequestBuffer.append(contentsOf: t.text.readableBytesView)
+        guard textRequestBuffer.count <= Self.maximumTextRequestLength else {
+            textRequestBuffer = []
+            if let header { reject(header, .protocolError, into: &actions) }
+            return
+        }
         if t.continue {
             // More request text follows: acknowledge with an empty response.
             let tag = takeTransferTag()
