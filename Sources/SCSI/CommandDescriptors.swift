@@ -55,6 +55,7 @@ extension SCSITargetDevice {
                           usage: [0x5E, 0x1F, 0, 0, 0, 0, 0, 0xFF, 0xFF, 0x00],
                           direction: .dataIn, flags: [.allowedUnderReservation], handler: { try persistentReserveIn($0) }),
     ] + persistentReserveOutDescriptors + blockDescriptors + maintenanceDescriptors + sbcCompletionDescriptors
+        + logDescriptors
 
     private static let persistentReserveOutDescriptors: [CommandDescriptor] = [
         (0x00, "REGISTER"), (0x01, "RESERVE"), (0x02, "RELEASE"), (0x03, "CLEAR"), (0x04, "PREEMPT"),

@@ -22,6 +22,9 @@
 //   0x3F/0xFF and PAGE/0xFF; MODE SELECT validates them against the changeable mask like
 //   the built-in pages and applies all pages of a parameter list or none. Saved values
 //   follow the device's policy (not saveable: 39/00).
+// - `logPages(for:)` adds log pages and subpages (LOG SENSE; LOG SELECT resets their
+//   cumulative values). The device lists them in the Supported Log Pages (00h), Supported Log
+//   Pages and Subpages (00h/FFh) and Supported Subpages (xxh/FFh) pages it answers itself.
 // - `standardInquiryBits(for:)` and `extendedInquiryBits(for:)` OR bits into standard
 //   INQUIRY data (e.g. byte 5 3PC) and into the Extended INQUIRY Data VPD page (e.g. byte 5
 //   GROUP_SUP); offsets are byte offsets in the returned data, headers included.
@@ -97,6 +100,8 @@ public protocol SCSIDeviceExtension: AnyObject, Sendable {
     func vpdPage(_ pageCode: UInt8, for unit: LogicalUnit) -> [UInt8]?
     /// Mode pages and subpages for this logical unit.
     func modePages(for unit: LogicalUnit) -> [any ModePageProvider]
+    /// Log pages and subpages for this logical unit (page code 01h–3Fh, subpage 00h–FEh).
+    func logPages(for unit: LogicalUnit) -> [any LogPageProvider]
     /// Bits to OR into standard INQUIRY data: byte offset → bits (nil unit: no LU).
     func standardInquiryBits(for unit: LogicalUnit?) -> [Int: UInt8]
     /// Bits to OR into the Extended INQUIRY Data VPD page: byte offset → bits.
@@ -116,6 +121,7 @@ extension SCSIDeviceExtension {
     public func vpdPageCodes(for unit: LogicalUnit) -> [UInt8] { [] }
     public func vpdPage(_ pageCode: UInt8, for unit: LogicalUnit) -> [UInt8]? { nil }
     public func modePages(for unit: LogicalUnit) -> [any ModePageProvider] { [] }
+    public func logPages(for unit: LogicalUnit) -> [any LogPageProvider] { [] }
     public func standardInquiryBits(for unit: LogicalUnit?) -> [Int: UInt8] { [:] }
     public func extendedInquiryBits(for unit: LogicalUnit) -> [Int: UInt8] { [:] }
     public func didAccessMedium(_ access: MediumAccess) {}

@@ -189,6 +189,13 @@ public final class StreamsExtension: SCSIDeviceExtension {
         return [GroupingModePage(unit: streams)]
     }
 
+    /// General Statistics and Performance (19h/00h) and Group Statistics and Performance (n)
+    /// (19h/01h–1Fh) for groups 1–31.
+    public func logPages(for unit: LogicalUnit) -> [any LogPageProvider] {
+        guard let streams = self.unit(unit) else { return [] }
+        return [StatisticsLogPage(unit: streams, group: nil)] + (1...31).map { StatisticsLogPage(unit: streams, group: $0) }
+    }
+
     public func didAccessMedium(_ access: MediumAccess) {
         guard let unit = self.units[access.lun] else { return }
         unit.record(access.kind == .read ? .read : .write, stream: nil, group: access.groupNumber,
@@ -323,8 +330,9 @@ extension StreamsExtension {
 
 /// Mode page 0Ah subpage 05h (SBC-4 §6.5.7): a 16-byte header then one 16-byte descriptor per
 /// stream identifier. Changeable: IO ADVICE HINTS MODE and CS_ENBLE (byte 0) and the logical
-/// block markup (bytes 4–6); ST_ENBLE follows the permanent streams and IC_ENABLE is 0 (no
-/// Group Statistics log pages), neither changeable. Shared by all I_T nexuses; not saveable.
+/// block markup (bytes 4–6); ST_ENBLE follows the permanent streams and IC_ENABLE is 0, neither
+/// changeable (the Group Statistics log pages count every group whatever IC_ENABLE says).
+/// Shared by all I_T nexuses; not saveable.
 struct GroupingModePage: ModePageProvider {
     let unit: StreamUnit
 

@@ -4,7 +4,8 @@
 # GET STREAM STATUS lists the permanent streams 0-5; STREAM CONTROL opens streams up to the
 # maximum and then answers DATA PROTECT, 55/10; WRITE STREAM(16) to an open stream
 # succeeds and to a closed one fails with ILLEGAL REQUEST, 2C/0F STREAM NOT OPEN (WRITE
-# STREAM(32) is only noted: the default target does not offer it). On kernels
+# STREAM(32) is only noted: the default target does not offer it); the Group Statistics and
+# Performance log page 0x19,0x1 counts WRITE(16)s with GROUP NUMBER 1. On kernels
 # 6.9 and later sd reads the permanent stream count: the log shows "permanent stream
 # count = 6" for every disk; on older kernels (6.1) it must not appear.
 . /guest/lib.sh
@@ -100,6 +101,24 @@ grep -qiE "stream not open|2ch/fh|2ch/0fh|asc=2c, ascq=f" /tmp/run.out ||
     note "sense text: $(grep -iE 'sense|asc' /tmp/run.out | head -n 2 | tr '\n' ' ')"
 ids=$(gss_ids)
 [ "$ids" = "0 1 2 3 4 5 " ] || bad "after closing GET STREAM STATUS lists '$ids'"
+
+# Group statistics log pages: LOG SELECT resets 0x19,0x1; three WRITE(16) with GROUP NUMBER 1
+# (2 blocks each) show in sg_logs -p 0x19,0x1; every log page listed decodes without warning.
+sg_logs --reset -p 0x19,0x1 "$sg" > /dev/null 2>&1 || bad "sg_logs --reset -p 0x19,0x1 failed"
+for i in 0 1 2; do
+    lba=$(printf '%016x' $((base + 8 + 2 * i)) | sed 's/../& /g')
+    sg_raw -s $((2 * ISCSI_BLOCK_SIZE)) -i /tmp/blk "$sg" 8a 00 $lba 00 00 00 02 01 00 > /dev/null 2>&1 ||
+        bad "WRITE(16) with group number 1 failed"
+done
+run sg_logs -p 0x19,0x1 "$sg" || bad "sg_logs -p 0x19,0x1 failed"
+grep -q "Group Statistics and Performance (1)" /tmp/run.out || bad "sg_logs -p 0x19,0x1: no page title"
+grep -q "group n number of write commands = 3$" /tmp/run.out &&
+    grep -q "group n number of logical blocks received = 6$" /tmp/run.out ||
+    bad "sg_logs -p 0x19,0x1: $(grep -E 'write commands|blocks received' /tmp/run.out | tr -s ' \n' ' ')"
+run sg_logs -p 0x0,0xff "$sg" || bad "sg_logs -p 0x0,0xff failed"
+grep -q "0x19,0x1f" /tmp/run.out || bad "sg_logs -p 0x0,0xff does not list 0x19,0x1f"
+run sg_logs -a "$sg" || bad "sg_logs -a failed"
+grep -iqE "truncated|too short|unknown parameter|malformed" /tmp/run.out && bad "sg_logs -a: $(grep -iE 'truncated|too short|unknown parameter|malformed' /tmp/run.out | head -n 1)"
 
 # The kernel's view: sd (6.9+) reads the permanent stream count once per disk.
 dmesg > /tmp/dmesg.txt
