@@ -2,7 +2,8 @@
 # Builds the guest initramfs for one kernel, as two concatenated gzip'd cpio (newc) archives:
 #   base.cpio.gz    busybox, open-iscsi, sg3_utils, ddpt, e2fsprogs, their libraries, kernel
 #                   modules, /etc files; cached by kernel version + hash of its inputs;
-#   overlay.cpio.gz /init, the guest helper library and the scenarios (small, rebuilt when they change).
+#   overlay.cpio.gz /init, the guest helper library, the scenarios and the tools built from
+#                   tools/*.c (static, with the host's gcc) (small, rebuilt when they change).
 # The kernel unpacks both into one rootfs. Sourced by run.sh (needs lib/setup.sh).
 
 # Host binaries copied into the guest (plus every sg3_utils binary).
@@ -118,7 +119,7 @@ build_initramfs() {
         make_cpio "$stage" "$out/base-$hash.cpio.gz"
         rm -rf "$stage"
     fi
-    ohash=$(cd "$GUEST_DIR" && cat guest/* scenarios/* | sha256sum | cut -c1-16)
+    ohash=$(cd "$GUEST_DIR" && cat guest/* scenarios/* tools/* | sha256sum | cut -c1-16)
     if [[ ! -f $out/initrd-$hash-$ohash.gz ]]; then
         rm -f "$out"/initrd-*.gz
         stage=$(mktemp -d "$GUEST_WORK/stage.XXXXXX")
@@ -126,6 +127,11 @@ build_initramfs() {
         install -m 0755 "$GUEST_DIR/guest/init" "$stage/init"
         cp "$GUEST_DIR"/guest/lib.sh "$stage/guest/"
         install -m 0755 "$GUEST_DIR"/scenarios/[0-9]*.sh "$stage/scenarios/"
+        local tool
+        for tool in "$GUEST_DIR"/tools/*.c; do
+            gcc -static -Os -Wall -o "$stage/guest/$(basename "$tool" .c)" "$tool" ||
+                die "gcc -static $tool failed (needs gcc and libc6-dev)"
+        done
         make_cpio "$stage" "$out/overlay.cpio.gz"
         rm -rf "$stage"
         cat "$out/base-$hash.cpio.gz" "$out/overlay.cpio.gz" > "$out/initrd-$hash-$ohash.gz"
