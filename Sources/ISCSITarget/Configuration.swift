@@ -62,6 +62,9 @@ public struct LUNDefinition: Sendable {
     public var persistReservations: Bool = false
     /// LUN masking (key `allowed_initiators`): only these initiators see the LUN; nil: all.
     public var allowedInitiators: [String]? = nil
+    /// Flash write-amplification model behind the LU (keys `flash_model`, `flash_page_size`,
+    /// `flash_erase_block`, `flash_over_provisioning`); nil: none.
+    public var flash: FlashModelSettings? = nil
 }
 
 public struct TargetDefinition: Sendable {
@@ -505,7 +508,8 @@ public struct ServerConfiguration: Sendable {
                 checkKeys(l, allowed: ["number", "file", "size", "block_size", "cache", "read_only", "thin",
                                        "non_rotational", "vendor", "product", "serial", "max_streams",
                                        "permanent_streams", "optimal_stream_write_size", "stream_granularity_size", "write_stream_32",
-                                       "removable", "sanitize_seconds", "persist_reservations", "allowed_initiators"],
+                                       "removable", "sanitize_seconds", "persist_reservations", "allowed_initiators",
+                                       "flash_model", "flash_page_size", "flash_erase_block", "flash_over_provisioning"],
                           path: lpath, section: ls)
                 var number: UInt16 = 0
                 if let n = l["number"]?.int, (0...16383).contains(n) {
@@ -604,6 +608,11 @@ public struct ServerConfiguration: Sendable {
                 luns[luns.count - 1].sanitizeSeconds = integer("sanitize_seconds", 0...3600) ?? 0
                 luns[luns.count - 1].persistReservations = flag("persist_reservations")
                 luns[luns.count - 1].allowedInitiators = parseInitiatorNames(l, path: lpath, section: ls)
+                luns[luns.count - 1].flash = flashSettings(l, openUnits: Int(streams?.maximumStreams ?? 8),
+                                                           blockCount: size / UInt64(blockSize), blockSize: blockSize,
+                                                           integer: integer) { key, why in
+                    issue("\(lpath).\(key)", why, section: ls, key: key)
+                }
             }
             targets.append(TargetDefinition(name: name, alias: t["alias"]?.string, portalGroupTag: tpgt,
                                             luns: luns.sorted { $0.number < $1.number }))

@@ -203,6 +203,12 @@ public final class TargetServer: @unchecked Sendable {
     private var control: (any Channel)?
     private let started = Date()
 
+    /// The streams extension of `target` (its statistics and flash model reports); nil before
+    /// `start()` or for an unknown target.
+    public func streamsExtension(target: String) -> StreamsExtension? {
+        lock.withLock { self.extensions[target]?.streams }
+    }
+
     public init(configuration: ServerConfiguration, logger: Logger = Logger(label: "iscsi-target")) {
         self.configuration = configuration
         self.logger = logger
@@ -271,8 +277,17 @@ public final class TargetServer: @unchecked Sendable {
             }
             let copyOffload = CopyOffloadExtension(targetName: target.name, registry: copyUnits, limits: target.copyLimits,
                                                    tokenLimits: target.tokenLimits)
+            var flash: [UInt16: FlashModel] = [:]
+            for (lun, unit) in zip(target.luns, units) {
+                guard let settings = lun.flash else { continue }
+                do {
+                    flash[lun.number] = try FlashModel(settings: settings, blockCount: unit.blockCount, blockSize: unit.blockSize)
+                } catch {
+                    throw ServerStartError(description: "LUN \(lun.number) of \(target.name): flash model: \(error)")
+                }
+            }
             let streams = StreamsExtension(settings: Dictionary(uniqueKeysWithValues: target.luns.compactMap { lun in
-                lun.streams.map { (lun.number, $0) } }))
+                lun.streams.map { (lun.number, $0) } }), flash: flash)
             let device = SCSITargetDevice(
                 configuration: TargetDeviceConfiguration(targetName: target.name, targetPortGroupTag: target.portalGroupTag,
                                                          logicalUnits: units),
@@ -384,6 +399,23 @@ public final class TargetServer: @unchecked Sendable {
         lock.withLock { (self.extensions, self.started, self.context) }
     }
 
+    /// Flash model counters of every LUN that has a model, for the operator.
+    private func logFlashModels() {
+        let extensions = lock.withLock { self.extensions }
+        for (target, parts) in extensions.sorted(by: { $0.key < $1.key }) {
+            for (lun, report) in parts.streams.flashReports.sorted(by: { $0.key < $1.key }) {
+                logger.info("flash model", metadata: [
+                    "iscsi.target": "\(target)", "scsi.lun": "\(lun)",
+                    "flash.placement": "\(report.settings.placement.rawValue)",
+                    "flash.host_page_writes": "\(report.hostPageWrites)",
+                    "flash.flash_page_writes": "\(report.flashPageWrites)",
+                    "flash.block_erases": "\(report.blockErases)",
+                    "flash.write_amplification": "\((report.writeAmplification * 1000).rounded() / 1000)",
+                ])
+            }
+        }
+    }
+
     public func stop() async throws {
         let (c, ctx, control) = lock.withLock { (channel, context, self.control) }
         try? await control?.close()
@@ -395,6 +427,7 @@ public final class TargetServer: @unchecked Sendable {
         self.tokenSweep?.cancel()
         for store in stores { try? store.flush() }
         self.logCopyStatistics()
+        self.logFlashModels()
         try? await threadPool.shutdownGracefully()
         try await group.shutdownGracefully()
     }

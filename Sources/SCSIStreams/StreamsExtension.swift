@@ -99,16 +99,20 @@ final class StreamUnit: Sendable {
 /// SBC streams for the logical units that have `StreamSettings`.
 public final class StreamsExtension: SCSIDeviceExtension {
     let units: [UInt16: StreamUnit]
+    let flash: [UInt16: FlashUnit]
 
-    /// - Parameter settings: stream settings per LUN; LUNs not listed (or with
-    ///   `maximumStreams` = 0) have no streams and answer the stream commands with
-    ///   INVALID COMMAND OPERATION CODE / INVALID FIELD IN CDB, as before.
-    public init(settings: [UInt16: StreamSettings]) {
+    /// - Parameters:
+    ///   - settings: stream settings per LUN; LUNs not listed (or with `maximumStreams` = 0)
+    ///     have no streams and answer the stream commands with INVALID COMMAND OPERATION CODE /
+    ///     INVALID FIELD IN CDB, as before.
+    ///   - flash: flash models per LUN (any LUN, with or without streams), fed every write.
+    public init(settings: [UInt16: StreamSettings], flash: [UInt16: FlashModel] = [:]) {
         var units: [UInt16: StreamUnit] = [:]
         for (lun, value) in settings where value.maximumStreams > 0 {
             units[lun] = StreamUnit(lun: lun, settings: value)
         }
         self.units = units
+        self.flash = flash.mapValues { FlashUnit($0) }
     }
 
     func unit(_ lu: LogicalUnit) -> StreamUnit? { self.units[lu.number] }
@@ -191,12 +195,18 @@ public final class StreamsExtension: SCSIDeviceExtension {
 
     /// General Statistics and Performance (19h/00h) and Group Statistics and Performance (n)
     /// (19h/01h–1Fh) for groups 1–31.
+    /// With a flash model, also the vendor-specific page 30h.
     public func logPages(for unit: LogicalUnit) -> [any LogPageProvider] {
-        guard let streams = self.unit(unit) else { return [] }
-        return [StatisticsLogPage(unit: streams, group: nil)] + (1...31).map { StatisticsLogPage(unit: streams, group: $0) }
+        var pages: [any LogPageProvider] = self.flash[unit.number].map { [FlashLogPage(unit: $0)] } ?? []
+        guard let streams = self.unit(unit) else { return pages }
+        pages.append(StatisticsLogPage(unit: streams, group: nil))
+        return pages + (1...31).map { StatisticsLogPage(unit: streams, group: $0) }
     }
 
     public func didAccessMedium(_ access: MediumAccess) {
+        if access.kind == .write, let flash = self.flash[access.lun] {
+            flash.write(lba: access.lba, blocks: access.blocks, stream: Int(access.groupNumber))
+        }
         guard let unit = self.units[access.lun] else { return }
         unit.record(access.kind == .read ? .read : .write, stream: nil, group: access.groupNumber,
                     blocks: access.blocks, bytes: access.bytes)
@@ -320,6 +330,7 @@ extension StreamsExtension {
                     try unit.write(dataOut, byteCount: byteCount, lba: lba, durable: durable)
                 }
                 streams.record(.write, stream: id, group: group, blocks: count, bytes: byteCount)
+                self.flash[unit.number]?.write(lba: lba, blocks: UInt64(byteCount / unit.blockSize), stream: Int(id))
             }
             return CommandReply(dataIn: nil, transferLength: expected)
         }

@@ -24,10 +24,12 @@ struct Harness {
     let streams: StreamsExtension
     let store: MemoryBlockStore
 
-    init(_ settings: StreamSettings = StreamSettings(writeStream32: true), blockCount: UInt64 = 2048) {
+    init(_ settings: StreamSettings = StreamSettings(writeStream32: true), blockCount: UInt64 = 2048,
+         flash: FlashModelSettings? = nil) {
         let lu = LogicalUnitConfiguration.derived(targetName: targetName, number: 0, blockCount: blockCount)
         self.store = MemoryBlockStore(byteCount: 512 * blockCount)
-        self.streams = StreamsExtension(settings: [0: settings])
+        let model = flash.map { try! FlashModel(settings: $0, blockCount: blockCount, blockSize: 512) }
+        self.streams = StreamsExtension(settings: [0: settings], flash: model.map { [0: $0] } ?? [:])
         self.device = SCSITargetDevice(
             configuration: TargetDeviceConfiguration(targetName: targetName, logicalUnits: [lu]),
             stores: [0: self.store], extensions: [self.streams])
