@@ -37,6 +37,7 @@ let package = Package(
                 "ISCSIWire", "ISCSIEngine", "SCSI", "BlockStores", "CopyOffload", "SCSIStreams",
                 nioCore,
                 .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]

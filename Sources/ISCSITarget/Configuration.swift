@@ -95,6 +95,8 @@ public struct ServerConfiguration: Sendable {
     public var nopInterval: Int = 10
     /// Test-only fault injection (environment ISCSI_TARGET_FAULT=drop-last-data-in).
     public var faultDropLastDataIn = false
+    /// `host:port` of the Prometheus metrics listener (`[server] metrics`); nil: none.
+    public var metricsListen: String? = nil
     /// The control socket `iscsi-target status` talks to (mode 0600); nil: none.
     /// Default: `<state_dir>/control.sock`.
     public var controlSocket: String? = nil
@@ -400,7 +402,7 @@ public struct ServerConfiguration: Sendable {
         if root["server"] != nil && server == nil { issue("server", "must be a table") }
         if let server {
             checkKeys(server, allowed: ["listen", "advertise", "state_dir", "command_window", "nop_interval",
-                                        "max_sessions", "max_connections_per_address", "login_timeout"],
+                                        "max_sessions", "max_connections_per_address", "login_timeout", "metrics"],
                       path: "server", section: .server)
         }
 
@@ -422,6 +424,12 @@ public struct ServerConfiguration: Sendable {
         if let w = server?["command_window"] {
             if let n = w.int, (1...4096).contains(n) { window = n } else {
                 issue("server.command_window", "must be an integer from 1 to 4096", section: .server, key: "command_window")
+            }
+        }
+        var metrics: String?
+        if let m = server?["metrics"] {
+            if let text = m.string, parseHostPort(text) != nil { metrics = text } else {
+                issue("server.metrics", "expected HOST:PORT for the Prometheus listener", section: .server, key: "metrics")
             }
         }
         var nop = 10
@@ -633,6 +641,7 @@ public struct ServerConfiguration: Sendable {
         if let maximumSessions { configuration.maximumSessions = maximumSessions }
         if let maximumPerAddress { configuration.maximumConnectionsPerAddress = maximumPerAddress }
         if let loginTimeout { configuration.loginTimeout = loginTimeout }
+        configuration.metricsListen = metrics
         return configuration
     }
 }

@@ -283,7 +283,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             device.nexusDidOpen(nexus)
             session.device = device
             session.nexus = nexus
-            port = DevicePort(device: device, nexus: nexus)
+            port = DevicePort(device: device, nexus: nexus, metrics: self.context.metrics)
         } else {
             port = NoDevicePort()
         }
@@ -351,20 +351,30 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard case .fullFeature(_, let session) = state, let device = session.device,
               let prepared = token as? PreparedCommand
         else { return }
+        let metrics = self.context.metrics
+        let targetName = device.configuration.targetName
+        let started = NIODeadline.now()
         if !prepared.mayBlock {
             let response = device.execute(prepared, dataOut: dataOut)
+            metrics.record(target: targetName, command: prepared.command, response: response,
+                           nanoseconds: UInt64(max(0, (NIODeadline.now() - started).nanoseconds)))
             complete(itt: itt, response: response, context: context)
             return
         }
         // A READ whose data is in the page cache completes here, without two thread hops --
         // unless commands of this connection wait on the pool (a READ must not overtake them).
         if blockingInFlight == 0, let response = device.executeWithoutWaiting(prepared) {
+            metrics.record(target: targetName, command: prepared.command, response: response,
+                           nanoseconds: UInt64(max(0, (NIODeadline.now() - started).nanoseconds)))
             complete(itt: itt, response: response, context: context)
             return
         }
         blockingInFlight += 1
         workQueue(context: context).submit(BlockingWorkQueue.Item(initiatorTaskTag: itt) {
-            device.execute(prepared, dataOut: dataOut)
+            let response = device.execute(prepared, dataOut: dataOut)
+            metrics.record(target: targetName, command: prepared.command, response: response,
+                           nanoseconds: UInt64(max(0, (NIODeadline.now() - started).nanoseconds)))
+            return response
         })
     }
 

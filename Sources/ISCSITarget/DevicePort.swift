@@ -9,8 +9,10 @@ import NIOCore
 import SCSI
 
 struct DevicePort: CommandPort {
-    let device: any SCSIDevice
+    let device: SCSITargetDevice
     let nexus: ITNexus
+    /// Commands answered at admission (errors, commands without data) are counted here.
+    var metrics: CommandMetrics? = nil
 
     func scsiCommand(_ c: SCSICommandRequest) -> SCSICommand {
         let direction: DataDirection =
@@ -21,8 +23,10 @@ struct DevicePort: CommandPort {
     }
 
     func admit(_ c: SCSICommandRequest) -> CommandDisposition {
-        switch device.prepare(scsiCommand(c)) {
+        let command = scsiCommand(c)
+        switch device.prepare(command) {
         case .complete(let response):
+            metrics?.record(target: device.configuration.targetName, command: command, response: response, nanoseconds: 0)
             return .complete(CommandResult(response))
         case .ready(let prepared):
             return .accept(token: prepared, dataOutLength: prepared.dataOutLength)

@@ -12,6 +12,7 @@ import SCSIStreams
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOHTTP1
 import NIOPosix
 import SCSI
 
@@ -28,10 +29,12 @@ final class TargetContext: Sendable {
     let sessions: SessionRegistry
     let connections = ConnectionCounter()
     let logger: Logger
+    let metrics: CommandMetrics
 
     init(configuration: ServerConfiguration, devices: [String: SCSITargetDevice], threadPool: NIOThreadPool,
          logger: Logger)
     {
+        self.metrics = CommandMetrics(configuration: configuration)
         self.configuration = configuration
         self.devices = devices
         self.threadPool = threadPool
@@ -201,6 +204,9 @@ public final class TargetServer: @unchecked Sendable {
     private(set) var tokenStore: RODTokenStore?
     private var extensions: [String: (copy: CopyOffloadExtension, streams: StreamsExtension)] = [:]
     private var control: (any Channel)?
+    private var metricsChannel: (any Channel)?
+    /// Per-LU command counters (nil before start).
+    var commandMetrics: CommandMetrics? { lock.withLock { self.context?.metrics } }
     private let started = Date()
 
     /// The streams extension of `target` (its statistics and flash model reports); nil before
@@ -215,6 +221,9 @@ public final class TargetServer: @unchecked Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(System.coreCount, 1))
         self.threadPool = NIOThreadPool(numberOfThreads: max(8, System.coreCount * 2))
     }
+
+    /// The port the metrics listener bound (0: none).
+    public var metricsPort: Int { lock.withLock { metricsChannel?.localAddress?.port ?? 0 } }
 
     /// The port actually bound (useful with port 0).
     public var boundPort: Int { lock.withLock { channel?.localAddress?.port ?? 0 } }
@@ -325,6 +334,24 @@ public final class TargetServer: @unchecked Sendable {
             self.channel = bound
             self.context = context
         }
+        if let metrics = configuration.metricsListen, let (host, port) = ServerConfiguration.parseHostPort(metrics) {
+            let bootstrap = ServerBootstrap(group: group)
+                .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                .childChannelInitializer { [weak self] channel in
+                    let server = self
+                    return channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {
+                        try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler { server?.metricsText() ?? "" })
+                    }
+                }
+            do {
+                let bound = try await bootstrap.bind(host: host, port: port).get()
+                lock.withLock { self.metricsChannel = bound }
+                logger.info("metrics", metadata: ["iscsi.metrics": "http://\(host):\(bound.localAddress?.port ?? port)/metrics"])
+            } catch {
+                try? await self.stop()
+                throw ServerStartError(description: "cannot listen for metrics on \(metrics): \(error)")
+            }
+        }
         if let path = configuration.controlSocketPath {
             do {
                 try await self.startControlSocket(path: path)
@@ -417,7 +444,8 @@ public final class TargetServer: @unchecked Sendable {
     }
 
     public func stop() async throws {
-        let (c, ctx, control) = lock.withLock { (channel, context, self.control) }
+        let (c, ctx, control, metrics) = lock.withLock { (channel, context, self.control, self.metricsChannel) }
+        try? await metrics?.close()
         try? await control?.close()
         if let path = configuration.controlSocketPath, control != nil { unlink(path) }
         try? await c?.close()

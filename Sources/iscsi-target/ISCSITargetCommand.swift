@@ -37,6 +37,9 @@ struct Serve: AsyncParsableCommand {
     @Option(help: "TargetAddress HOST:PORT returned by SendTargets (default: the address the connection came in on).")
     var advertise: String?
 
+    @Option(help: "Serve Prometheus metrics on HOST:PORT at /metrics (overrides the definition's [server] metrics).")
+    var metrics: String?
+
     @Option(help: "Log level.")
     var logLevel: LogLevelOption = .info
 
@@ -46,6 +49,9 @@ struct Serve: AsyncParsableCommand {
         }
         if let advertise, ServerConfiguration.parseHostPort(advertise) == nil {
             throw ValidationError("--advertise expects HOST:PORT, got \"\(advertise)\"")
+        }
+        if let metrics, ServerConfiguration.parseHostPort(metrics) == nil {
+            throw ValidationError("--metrics expects HOST:PORT, got \"\(metrics)\"")
         }
     }
 
@@ -65,6 +71,7 @@ struct Serve: AsyncParsableCommand {
             FileHandle.standardError.write(Data("iscsi-target: \(error)\n".utf8))
             throw ExitCode(2)
         }
+        if let metrics { configuration.metricsListen = metrics }
         if let fault = ProcessInfo.processInfo.environment["ISCSI_TARGET_FAULT"] {
             switch fault {
             case "drop-last-data-in":

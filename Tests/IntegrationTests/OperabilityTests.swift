@@ -1,0 +1,70 @@
+// Operability over real sessions: the Prometheus metrics listener.
+
+import Foundation
+import ISCSITarget
+import Testing
+
+/// GET `path` from 127.0.0.1:`port` over a plain socket: (status line, body).
+func httpGet(port: Int, path: String) -> (String, String)? {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { return nil }
+    defer { close(fd) }
+    var address = sockaddr_in()
+    address.sin_family = sa_family_t(AF_INET)
+    address.sin_port = in_port_t(UInt16(port).bigEndian)
+    address.sin_addr.s_addr = inet_addr("127.0.0.1")
+    let connected = withUnsafePointer(to: &address) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard connected == 0 else { return nil }
+    let request = Array("GET \(path) HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".utf8)
+    guard request.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == request.count else { return nil }
+    var reply = [UInt8]()
+    var buffer = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n <= 0 { break }
+        reply += buffer[0..<n]
+    }
+    let text = String(decoding: reply, as: UTF8.self)
+    guard let split = text.range(of: "\r\n\r\n") else { return nil }
+    let statusLine = String(text[..<split.lowerBound]).components(separatedBy: "\r\n").first ?? ""
+    return (statusLine, String(text[split.upperBound...]))
+}
+
+@Suite("Operability over iSCSI", .timeLimit(.minutes(3)))
+struct OperabilityTests {
+    @Test("GET /metrics during I/O: valid Prometheus text with non-zero counters per LU and opcode")
+    func metrics() async throws {
+        let toml = smallDefinition.replacingOccurrences(of: "state_dir = \"state\"",
+                                                        with: "state_dir = \"state\"\nmetrics = \"127.0.0.1:0\"")
+        try await withTarget(toml: toml) { target in
+            let port = target.server.metricsPort
+            #expect(port > 0)
+            try await onThread("metrics") { checks in
+                let client = try ISCSIClient()
+                try client.login(portal: target.portal, target: integrationIQN)
+                try client.write10(lun: 0, lba: 0, data: pattern(seed: 1, count: 64 * 512))
+                for _ in 0..<10 { _ = try client.read10(lun: 0, lba: 0, blocks: 64) }
+                guard let (status, body) = httpGet(port: port, path: "/metrics") else {
+                    checks.record("no HTTP answer on \(port)"); return
+                }
+                checks.expect(status == "HTTP/1.1 200 OK", status)
+                let lu = "target=\"\(integrationIQN)\",lun=\"0\""
+                checks.expect(body.contains("scsi_commands_total{\(lu),opcode=\"0x28\"} 10"), "READ(10) count")
+                checks.expect(body.contains("scsi_commands_total{\(lu),opcode=\"0x2a\"} 1"), "WRITE(10) count")
+                checks.expect(body.contains("scsi_bytes_total{\(lu),direction=\"read\"} \(10 * 64 * 512)"), "bytes read")
+                checks.expect(body.contains("scsi_bytes_total{\(lu),direction=\"write\"} \(64 * 512)"), "bytes written")
+                checks.expect(body.contains("iscsi_sessions 1"), "sessions")
+                checks.expect(body.contains("# TYPE scsi_command_duration_seconds histogram"), "histogram type")
+                // Every sample line is NAME{labels} VALUE or NAME VALUE with a numeric value.
+                for line in body.split(separator: "\n") where !line.hasPrefix("#") {
+                    let value = line.split(separator: " ").last.map(String.init) ?? ""
+                    checks.expect(Double(value) != nil, "not a sample: \(line)")
+                }
+                checks.expect(httpGet(port: port, path: "/")?.0 == "HTTP/1.1 404 Not Found", "/ is not found")
+                try client.logout()
+            }
+        }
+    }
+}
