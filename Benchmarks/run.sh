@@ -178,6 +178,7 @@ START=$(date +%s)
 
 out "iSCSI benchmark: this target vs tgt $(dpkg-query -W -f '${Version}' tgt 2> /dev/null || echo '?'), $(date -u +%Y-%m-%dT%H:%MZ)"
 out "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -r), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"
+out "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg) (other work on the machine moves single figures; compare ratios within one run)"
 out "LUNs: $SIZE each, 512-byte blocks, file-backed in $WORK (page cache); $ROUNDS round(s) of ${SECS}s per figure$( ((SHORT)) && echo ' [--short]')"
 out ""
 
