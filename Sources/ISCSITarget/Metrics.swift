@@ -168,6 +168,12 @@ extension TargetServer {
                     page.sample("copy_commands_total", "counter", "EXTENDED COPY and WRITE USING TOKEN commands received by the LU.",
                                 labels: base, "\(copy.operations)")
                 }
+                if let flash = lun.flash {
+                    page.sample("flash_write_amplification", "gauge", "Flash page writes per host page write of the LU's flash model.",
+                                labels: base, "\(flash.writeAmplification)")
+                    page.sample("flash_block_erases_total", "counter", "Erase-block erases of the LU's flash model.",
+                                labels: base, "\(flash.blockErases)")
+                }
                 if let streams = lun.streams {
                     for (stream, counters) in streams.streams.enumerated() {
                         page.sample("stream_write_commands_total", "counter", "Writes per stream identifier.",

@@ -54,6 +54,13 @@ public struct CopyCountersStatus: Codable, Sendable, Equatable {
     public var bytesWritten: UInt64
 }
 
+public struct FlashStatus: Codable, Sendable, Equatable {
+    public var hostPageWrites: UInt64
+    public var flashPageWrites: UInt64
+    public var blockErases: UInt64
+    public var writeAmplification: Double
+}
+
 public struct LUNStatus: Codable, Sendable, Equatable {
     public var number: UInt16
     public var file: String
@@ -66,6 +73,8 @@ public struct LUNStatus: Codable, Sendable, Equatable {
     public var readOnly: Bool
     public var copy: CopyCountersStatus?
     public var streams: StreamsStatus?
+    /// The flash write-amplification model behind the LU, when configured.
+    public var flash: FlashStatus?
 }
 
 public struct TargetStatus: Codable, Sendable, Equatable {
@@ -145,7 +154,11 @@ extension TargetServer {
                     thin: lun.thinProvisioned, readOnly: lun.readOnly,
                     copy: copyStats.map { CopyCountersStatus(operations: $0.operations, failedOperations: $0.failedOperations,
                                                               bytesRead: $0.bytesRead, bytesWritten: $0.bytesWritten) },
-                    streams: streams))
+                    streams: streams,
+                    flash: part?.streams.flashReport(lun: lun.number).map {
+                        FlashStatus(hostPageWrites: $0.hostPageWrites, flashPageWrites: $0.flashPageWrites,
+                                    blockErases: $0.blockErases, writeAmplification: $0.writeAmplification)
+                    }))
             }
             targets.append(TargetStatus(name: target.name, alias: target.alias, portalGroup: target.portalGroupTag, luns: luns))
             if let manager = part?.copy.manager {

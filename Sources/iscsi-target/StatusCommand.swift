@@ -85,6 +85,10 @@ enum StatusReport {
                 if lun.readOnly { line += ", read-only" }
                 if let allocated = lun.allocatedBytes { line += ", \(bytes(allocated)) allocated" }
                 out.append(line)
+                if let flash = lun.flash {
+                    out.append(String(format: "    flash model: write amplification %.3f (%llu host pages, %llu flash pages, %llu erases)",
+                                      flash.writeAmplification, flash.hostPageWrites, flash.flashPageWrites, flash.blockErases))
+                }
                 if let copy = lun.copy, copy.operations + copy.bytesRead + copy.bytesWritten > 0 {
                     out.append("    copies: \(copy.operations) commands (\(copy.failedOperations) failed), "
                                + "\(bytes(copy.bytesRead)) read, \(bytes(copy.bytesWritten)) written")
