@@ -104,6 +104,19 @@ make_cpio() {
     mv "$2.tmp" "$2"
 }
 
+# extract_doc_blocks DOCS OUT : every ```sh block of DOCS/*.md whose first line is
+# "# guest-run: NAME" becomes OUT/NAME.sh (run by scenario 85-docs).
+extract_doc_blocks() {
+    mkdir -p "$2"
+    awk -v out="$2" '
+        /^```sh[[:space:]]*$/ { inblock = 1; file = ""; next }
+        /^```[[:space:]]*$/   { if (file != "") close(file); inblock = 0; file = ""; next }
+        inblock && file == "" && /^# guest-run: / { file = out "/" $3 ".sh"; print > file; next }
+        inblock && file != "" { print >> file }
+        inblock && file == "" { inblock = 0 }
+    ' "$1"/*.md
+}
+
 # build_initramfs KDIR : print the path of an up-to-date initrd for the unpacked kernel in KDIR.
 build_initramfs() {
     local kdir=$1 kroot=$1/root kver hash out stage ohash
@@ -119,7 +132,7 @@ build_initramfs() {
         make_cpio "$stage" "$out/base-$hash.cpio.gz"
         rm -rf "$stage"
     fi
-    ohash=$(cd "$GUEST_DIR" && cat guest/* scenarios/* tools/* | sha256sum | cut -c1-16)
+    ohash=$(cd "$GUEST_DIR" && cat guest/* scenarios/* tools/* "$REPO"/Docs/*.md | sha256sum | cut -c1-16)
     if [[ ! -f $out/initrd-$hash-$ohash.gz ]]; then
         rm -f "$out"/initrd-*.gz
         stage=$(mktemp -d "$GUEST_WORK/stage.XXXXXX")
@@ -127,6 +140,7 @@ build_initramfs() {
         install -m 0755 "$GUEST_DIR/guest/init" "$stage/init"
         cp "$GUEST_DIR"/guest/lib.sh "$stage/guest/"
         install -m 0755 "$GUEST_DIR"/scenarios/[0-9]*.sh "$stage/scenarios/"
+        extract_doc_blocks "$REPO/Docs" "$stage/guest/docs"
         local tool
         for tool in "$GUEST_DIR"/tools/*.c; do
             gcc -static -Os -Wall -o "$stage/guest/$(basename "$tool" .c)" "$tool" ||
