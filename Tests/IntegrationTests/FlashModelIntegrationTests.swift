@@ -1,5 +1,5 @@
 // The flash model of a LU from the target definition to the log page: TOML keys, validation,
-// writes through libiscsi, LOG SENSE page 30h and the server's accessor.
+// writes through libiscsi, LOG SENSE page 30h, the server's accessor and its status.
 
 import Foundation
 import ISCSITarget
@@ -63,6 +63,9 @@ struct FlashModelIntegrationTests {
             }
             let report = target.server.streamsExtension(target: integrationIQN)?.flashReport(lun: 0)
             #expect(report?.hostPageWrites == 4 && report?.flashPageWrites == 4)
+            let status = target.server.status().targets.first?.luns.first?.flash
+            #expect(status?.hostPageWrites == 4 && status?.flashPageWrites == 4)
+            #expect(status?.blockErases == 0 && status?.writeAmplification == 1)
         }
     }
 }
