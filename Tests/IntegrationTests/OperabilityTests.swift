@@ -4,6 +4,10 @@ import Foundation
 import ISCSITarget
 import Testing
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// GET `path` from 127.0.0.1:`port` over a plain socket: (status line, body).
 func httpGet(port: Int, path: String) -> (String, String)? {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
@@ -66,5 +70,63 @@ struct OperabilityTests {
                 try client.logout()
             }
         }
+    }
+
+    @Test("SIGTERM during a 1 GiB write: exit 0 within 10 s, every acknowledged write is in the file")
+    func sigterm() async throws {
+        let binary = try targetBinary()
+        let directory = try makeStateDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let config = directory + "/sigterm.toml"
+        try """
+        [[target]]
+        name = "\(integrationIQN)"
+          [[target.lun]]
+          number = 0
+          file = "sigterm.img"
+          size = "1GiB"
+          cache = "write-back"
+        """.write(toFile: config, atomically: true, encoding: .utf8)
+        let port = try freePort()
+        let process = try startTargetProcess(binary: binary, config: config, port: port, stateDirectory: directory,
+                                             log: directory + "/target.log")
+        let chunk = 1 << 20
+        let acknowledged: Int = try await onThread("writer", deadline: 100) { checks in
+            let client = try ISCSIClient()
+            try client.login(portal: "127.0.0.1:\(port)", target: integrationIQN)
+            let started = Date()
+            var signalled: Date?
+            var done = 0
+            for i in 0..<1024 {
+                if signalled == nil && Date().timeIntervalSince(started) > 0.3 {
+                    kill(process.processIdentifier, SIGTERM)
+                    signalled = Date()
+                }
+                do {
+                    try client.write10(lun: 0, lba: UInt32(i * chunk / 512), data: pattern(seed: UInt32(i + 1), count: chunk))
+                    done += 1
+                } catch {
+                    break
+                }
+            }
+            checks.expect(done > 0, "nothing was written before SIGTERM")
+            return done
+        }
+        let deadline = Date().addingTimeInterval(10)
+        while process.isRunning && Date() < deadline { try await Task.sleep(nanoseconds: 50_000_000) }
+        #expect(!process.isRunning, "still running 10 s after SIGTERM")
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        #expect(process.terminationReason == .exit && process.terminationStatus == 0)
+        // Every acknowledged 1 MiB write is in the backing file.
+        let file = try FileHandle(forReadingFrom: URL(fileURLWithPath: directory + "/sigterm.img"))
+        defer { try? file.close() }
+        for i in 0..<acknowledged {
+            try file.seek(toOffset: UInt64(i * chunk))
+            let data = try file.read(upToCount: chunk) ?? Data()
+            #expect(Array(data) == pattern(seed: UInt32(i + 1), count: chunk), "chunk \(i) of \(acknowledged)")
+            if Array(data) != pattern(seed: UInt32(i + 1), count: chunk) { break }
+        }
+        #expect(!FileManager.default.fileExists(atPath: directory + "/control.sock"), "control socket left behind")
     }
 }
