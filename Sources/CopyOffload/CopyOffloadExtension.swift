@@ -121,9 +121,7 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
             CommandDescriptor(0x84, serviceAction: 0x05, "RECEIVE COPY STATUS(LID4)", usage: lid4ListUsage,
                               direction: .dataIn, flags: [.allowedUnderReservation],
                               handler: { [unowned self] in
-                                  let cdb = $0.cdb
-                                  let listID = UInt32(cdb[2]) << 24 | UInt32(cdb[3]) << 16 | UInt32(cdb[4]) << 8 | UInt32(cdb[5])
-                                  return try self.receiveCopyResults($0, listID: listID)
+                                  try self.receiveCopyResults($0, listID: Self.listIdentifier($0.cdb, at: 2))
                               }),
         ]
     }
@@ -175,7 +173,12 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
         Int(UInt32(cdb[10]) << 24 | UInt32(cdb[11]) << 16 | UInt32(cdb[12]) << 8 | UInt32(cdb[13]))
     }
 
-    func extendedCopy(_ context: CommandContext, format: ExtendedCopyFormat) throws -> CommandOutcome {
+    /// A command that carries a parameter list (PARAMETER LIST LENGTH in CDB bytes 10–13) and
+    /// runs on the thread pool: `run` gets the list as received.
+    private func withParameterList(
+        _ context: CommandContext,
+        _ run: @escaping @Sendable (CopyManager, [UInt8], CopyUnitID, ITNexus) throws(CopyError) -> Void
+    ) -> CommandOutcome {
         let length = Self.parameterListLength(context.cdb)
         guard length > 0 else { return .complete(.good) }
         let unit = self.unitID(context)
@@ -188,11 +191,17 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
                 list = dataOut.getBytes(at: dataOut.readerIndex, length: count) ?? []
             }
             do throws(CopyError) {
-                try manager.extendedCopy(list, format: format, unit: unit, nexus: nexus)
+                try run(manager, list, unit, nexus)
             } catch {
                 throw error.scsiError
             }
             return .good
+        }
+    }
+
+    func extendedCopy(_ context: CommandContext, format: ExtendedCopyFormat) throws -> CommandOutcome {
+        self.withParameterList(context) { manager, list, unit, nexus throws(CopyError) in
+            try manager.extendedCopy(list, format: format, unit: unit, nexus: nexus)
         }
     }
 
@@ -202,28 +211,13 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
 
     /// POPULATE TOKEN / WRITE USING TOKEN: LIST IDENTIFIER in CDB bytes 6–9.
     func tokenCommand(_ context: CommandContext, populate: Bool) throws -> CommandOutcome {
-        let length = Self.parameterListLength(context.cdb)
-        guard length > 0 else { return .complete(.good) }
-        let unit = self.unitID(context)
-        let nexus = context.nexus
         let listID = Self.listIdentifier(context.cdb, at: 6)
-        let manager = self.manager
-        return .execute(wantsDataOut: true, mayBlock: true) { dataOut in
-            var list: [UInt8] = []
-            if let dataOut {
-                let count = min(length, dataOut.readableBytes)
-                list = dataOut.getBytes(at: dataOut.readerIndex, length: count) ?? []
+        return self.withParameterList(context) { manager, list, unit, nexus throws(CopyError) in
+            if populate {
+                try manager.populateToken(list, listID: listID, unit: unit, nexus: nexus)
+            } else {
+                try manager.writeUsingToken(list, listID: listID, unit: unit, nexus: nexus)
             }
-            do throws(CopyError) {
-                if populate {
-                    try manager.populateToken(list, listID: listID, unit: unit, nexus: nexus)
-                } else {
-                    try manager.writeUsingToken(list, listID: listID, unit: unit, nexus: nexus)
-                }
-            } catch {
-                throw error.scsiError
-            }
-            return .good
         }
     }
 
@@ -239,8 +233,7 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
     }
 
     func copyOperationAbort(_ context: CommandContext) throws -> CommandOutcome {
-        let cdb = context.cdb
-        let listID = UInt32(cdb[2]) << 24 | UInt32(cdb[3]) << 16 | UInt32(cdb[4]) << 8 | UInt32(cdb[5])
+        let listID = Self.listIdentifier(context.cdb, at: 2)
         do throws(CopyError) {
             try self.manager.abort(listID: listID, unit: self.unitID(context), nexus: context.nexus)
         } catch {

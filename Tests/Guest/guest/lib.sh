@@ -88,6 +88,17 @@ wait_luns() {
 first_lun() { set -- $ISCSI_LUNS; echo "$1"; }
 second_lun() { set -- $ISCSI_LUNS; echo "${2:-$1}"; }
 
+# two_disks : sets a, b (sdX of the first and second LUN), sga, sgb (their /dev/sgN) and bs;
+# fails the scenario unless there are two distinct disks.
+two_disks() {
+    a=$(lun_dev "$(first_lun)") || fail "no disk for LUN $(first_lun)"
+    b=$(lun_dev "$(second_lun)") || fail "no disk for LUN $(second_lun)"
+    [ "$a" != "$b" ] || fail "needs two disks"
+    sga=/dev/$(lun_sg "$(first_lun)") || fail "no sg device for LUN $(first_lun)"
+    sgb=/dev/$(lun_sg "$(second_lun)") || fail "no sg device for LUN $(second_lun)"
+    bs=${ISCSI_BLOCK_SIZE:-512}
+}
+
 # need_session : fail the scenario when no session is up (an earlier scenario failed).
 need_session() { has_session || fail "no iSCSI session (login failed earlier)"; }
 

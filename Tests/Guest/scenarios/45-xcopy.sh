@@ -8,12 +8,7 @@
 . /guest/lib.sh
 need_session
 
-a=$(lun_dev "$(first_lun)") || fail "no disk for LUN $(first_lun)"
-b=$(lun_dev "$(second_lun)") || fail "no disk for LUN $(second_lun)"
-[ "$a" != "$b" ] || fail "needs two disks"
-sga=/dev/$(lun_sg "$(first_lun)") || fail "no sg device for LUN $(first_lun)"
-sgb=/dev/$(lun_sg "$(second_lun)") || fail "no sg device for LUN $(second_lun)"
-bs=${ISCSI_BLOCK_SIZE:-512}
+two_disks
 count=$((64 * 1024 * 1024 / bs))
 
 # sum DEV OFFSET_MIB : md5 of 64 MiB at OFFSET_MIB, read with O_DIRECT (each read takes

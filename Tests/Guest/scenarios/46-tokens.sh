@@ -12,12 +12,7 @@
 . /guest/lib.sh
 need_session
 
-a=$(lun_dev "$(first_lun)") || fail "no disk for LUN $(first_lun)"
-b=$(lun_dev "$(second_lun)") || fail "no disk for LUN $(second_lun)"
-[ "$a" != "$b" ] || fail "needs two disks"
-sga=/dev/$(lun_sg "$(first_lun)") || fail "no sg device for LUN $(first_lun)"
-sgb=/dev/$(lun_sg "$(second_lun)") || fail "no sg device for LUN $(second_lun)"
-bs=${ISCSI_BLOCK_SIZE:-512}
+two_disks
 
 sg_vpd -p 0x00 -r "$sga" > /tmp/vpd0 2>/dev/null || fail "sg_vpd -p 0x00 failed"
 if ! od -An -tx1 -v /tmp/vpd0 | tr -s ' \n' ' ' | cut -d' ' -f6- | grep -qw 8f; then
