@@ -385,6 +385,22 @@ struct TokenCopyTests {
         #expect(Array(defaulted[0..<4]) == [0x00, 0x80, 0x00, 0x02])
     }
 
+    @Test("Same LU: a persistent token copied over its own source still delivers the old data; a change-vulnerable one cancels itself (COPY ABORTED 23/08)")
+    func sameLU() throws {
+        let bench = TokenBench()
+        let original = pattern(2048 * 512, seed: 21)
+        try bench.write(original, lba: 0)
+        let token = try bench.populate([(0, 2048)], type: 0x0080_0002)
+        try bench.writeUsing(token, [(1024, 2048)], lun: 0)
+        #expect(try bench.read(lba: 1024, blocks: 2048) == original)
+        #expect(try bench.read(lba: 0, blocks: 1024) == Array(original[0..<(1024 * 512)]))
+        // Change-vulnerable, destination overlapping the source: the first write cancels it.
+        try bench.write(original, lba: 0)
+        let vulnerable = try bench.populate([(0, 2048)], type: 0x0080_0001, listID: 5)
+        #expect(bench.sense { try bench.writeUsing(vulnerable, [(1024, 2048)], listID: 6, lun: 0) }
+                == fixedSense(0x0A, 0x23, 0x08))
+    }
+
     @Test("LOGICAL UNIT RESET revokes the LU's tokens: TOKEN REVOKED (23/06)")
     func revoked() throws {
         let bench = TokenBench()
