@@ -50,6 +50,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // Fuzzing entry points (libFuzzer with -sanitize=fuzzer -DFUZZING; a corpus replayer otherwise).
+        .executableTarget(
+            name: "iscsi-fuzz",
+            dependencies: ["ISCSIWire", "ISCSIEngine", "SCSI", "BlockStores", "CopyOffload", nioCore]
+        ),
         // libiscsi, the independent initiator, used by tests only.
         .systemLibrary(
             name: "CLibiscsi",

@@ -4,6 +4,7 @@
 #   2. builds and runs every Swift test (`swift test`: unit tests and the libiscsi integration tests);
 #   3. builds the release binary once and runs the libiscsi conformance suite against it
 #      (scripts/conformance.sh), then checks that the benchmark still runs (Benchmarks/run.sh --short);
+#      fuzzes the parsers for a bounded time (scripts/fuzz.sh, FUZZ_SECONDS per target);
 #   4. runs the Linux-initiator guest suite with the same binary (Tests/Guest/run.sh; it installs
 #      QEMU and the guest kernels itself), then its self-test against a deliberately faulty target.
 # Every stage runs even when an earlier one failed. Ends with a summary whose last line is
@@ -133,6 +134,12 @@ else
     if [[ -n $release_bin ]]; then note="Benchmarks/run.sh --short failed (log: $LOGS/benchmark.log)"; else note="not run: no release binary"; fi
     record benchmark 0 1 "$note"
 fi
+
+# ---------------------------------------------------------------------------------------------
+banner "fuzzing, bounded (scripts/fuzz.sh)"
+FUZZ_SCRATCH=${SCRATCH_PATH:-.build}-fuzz bash scripts/fuzz.sh 2>&1 | tee "$LOGS/fuzz.log"
+read -r fp _ ff _ <<< "$(grep -E '^[0-9]+ passed, [0-9]+ failed$' "$LOGS/fuzz.log" | tail -n 1)"
+record fuzz "${fp:-0}" "${ff:-1}" "FUZZ_SECONDS=${FUZZ_SECONDS:-30} per target (log: $LOGS/fuzz.log)"
 
 # ---------------------------------------------------------------------------------------------
 banner "guest suite (Tests/Guest/run.sh)"

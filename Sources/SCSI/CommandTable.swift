@@ -147,6 +147,11 @@ public struct CommandDescriptor: Sendable {
     /// Rejects any set bit outside the usage mask: INVALID FIELD IN CDB, field pointer to
     /// the byte and its most significant offending bit (C/D = 1).
     public func validate(_ cdb: [UInt8]) throws(SCSIError) {
+        // A CDB shorter than the command's own length (a transport that cut it): handlers
+        // index every byte of their CDB (found by fuzzing, `iscsi-fuzz cdb`).
+        guard cdb.count >= self.usage.count else {
+            throw SCSIError.invalidFieldInCDB(byte: max(cdb.count - 1, 0), bit: 7)
+        }
         for index in 1..<self.usage.count {
             let stray = cdb.byte(index) & ~self.usage[index]
             if stray != 0 {
