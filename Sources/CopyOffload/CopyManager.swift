@@ -90,7 +90,7 @@ public final class CopyManager: Sendable {
         }
         defer { _ = self.running.withLock { $0.removeValue(forKey: number) } }
         do throws(CopyError) {
-            let plan = try self.plan(list, receiving: receiving)
+            let plan = try self.plan(list, receiving: receiving, nexus: nexus)
             for (index, step) in plan.enumerated() {
                 if case .move(let source, let sourceOffset, let destination, let destinationOffset, let length) = step.action {
                     let before = bytesDone
@@ -152,19 +152,20 @@ public final class CopyManager: Sendable {
     }
 
     /// Resolves and checks every segment; throws the first problem.
-    func plan(_ list: ExtendedCopyList, receiving: CopyUnit) throws(CopyError) -> [Step] {
+    func plan(_ list: ExtendedCopyList, receiving: CopyUnit, nexus: ITNexus) throws(CopyError) -> [Step] {
         var steps: [Step] = []
         for (index, segment) in list.segments.enumerated() {
             let at = segment.offset
             switch segment.kind {
             case .verify(let sourceIndex, _):
                 // Every logical unit here is ready once it exists: TEST UNIT READY has nothing to add.
-                _ = try self.resolve(sourceIndex, list, receiving: receiving, segment: index, field: at + 4)
+                _ = try self.resolve(sourceIndex, list, receiving: receiving, nexus: nexus, segment: index, field: at + 4)
                 steps.append(Step(descriptorOffset: at, action: .verify))
             case .blockToBlock(let b2b):
-                let source = try self.resolve(b2b.sourceIndex, list, receiving: receiving, segment: index, field: at + 4)
-                let destination = try self.resolve(b2b.destinationIndex, list, receiving: receiving, segment: index,
-                                                   field: at + 6)
+                let source = try self.resolve(b2b.sourceIndex, list, receiving: receiving, nexus: nexus, segment: index,
+                                              field: at + 4)
+                let destination = try self.resolve(b2b.destinationIndex, list, receiving: receiving, nexus: nexus,
+                                                   segment: index, field: at + 6)
                 let sourceSize = UInt64(source.blockSize)
                 let destinationSize = UInt64(destination.blockSize)
                 let length: UInt64
@@ -218,7 +219,9 @@ public final class CopyManager: Sendable {
     }
 
     /// A CSCD index to a logical unit: 0xFFFF is the receiving one; others index the CSCD list.
-    func resolve(_ index: UInt16, _ list: ExtendedCopyList, receiving: CopyUnit, segment: Int,
+    /// An LU the initiator could not address itself (another target's ACL, LUN masking) is
+    /// as unreachable as one that does not exist.
+    func resolve(_ index: UInt16, _ list: ExtendedCopyList, receiving: CopyUnit, nexus: ITNexus, segment: Int,
                  field: Int) throws(CopyError) -> CopyUnit {
         if index == 0xFFFF { return receiving }
         guard Int(index) < list.cscds.count else {
@@ -231,7 +234,7 @@ public final class CopyManager: Sendable {
         guard cscd.peripheralDeviceType == 0 else {
             throw .copyAborted(AdditionalSenseCode(0x0D, 0x03), segment: segment, byte: cscd.offset + 1)
         }
-        guard let unit = self.registry.unit(matching: cscd.designator) else {
+        guard let unit = self.registry.unit(matching: cscd.designator), unit.isAccessible(to: nexus) else {
             throw .copyAborted(CopyError.unreachableCopyTarget, segment: segment, byte: cscd.offset + 4)
         }
         if cscd.blockLength != 0 && Int(cscd.blockLength) != unit.blockSize {

@@ -23,6 +23,8 @@ import SCSI
 public final class CopyOffloadExtension: SCSIDeviceExtension {
     public let manager: CopyManager
     public let targetName: String
+    /// The target's initiator ACL: whether an initiator name may log in to this target.
+    let initiatorAllowed: @Sendable (String) -> Bool
 
     /// - Parameters:
     ///   - targetName: the target whose device this extension is installed in.
@@ -30,8 +32,10 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
     public init(targetName: String, registry: CopyUnitRegistry, limits: CopyLimits = CopyLimits(),
                 tokenLimits: RODTokenLimits = RODTokenLimits(), mover: CopyMover? = nil,
                 clock: @escaping @Sendable () -> NIODeadline = { .now() },
-                background: (@Sendable (@escaping @Sendable () -> Void) -> Void)? = nil) {
+                background: (@Sendable (@escaping @Sendable () -> Void) -> Void)? = nil,
+                initiatorAllowed: @escaping @Sendable (String) -> Bool = { _ in true }) {
         self.targetName = targetName
+        self.initiatorAllowed = initiatorAllowed
         if let background {
             self.manager = CopyManager(registry: registry, limits: limits, tokenLimits: tokenLimits, mover: mover,
                                        clock: clock, background: background)
@@ -57,10 +61,12 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
                 designators = Designator.parseList(Array(data.readableBytesView))
             }
             let blockCount = min(lu.blockCount, store.byteCount / UInt64(lu.blockSize))
+            let allowed = self.initiatorAllowed
             self.manager.registry.register(CopyUnit(
                 id: CopyUnitID(targetName: self.targetName, lun: lu.number), designators: designators,
                 blockSize: lu.blockSize, blockCount: blockCount, store: store, isReadOnly: lu.readOnly,
-                isThinProvisioned: lu.thinProvisioned))
+                isThinProvisioned: lu.thinProvisioned,
+                access: { nexus in allowed(nexus.initiatorName) && lu.isVisible(to: nexus) }))
         }
         device.nexusDidClose(probe)
     }

@@ -45,13 +45,17 @@ public final class CopyUnit: Sendable {
     public let isReadOnly: Bool
     /// Thin provisioned (LBPME): zeroing by token deallocates instead of writing zeros.
     public let isThinProvisioned: Bool
+    /// Whether an I_T nexus may reach this LU at all (the target's initiator ACL and the LU's
+    /// masking): copies never read or write an LU their initiator could not address itself.
+    private let access: @Sendable (ITNexus) -> Bool
     /// Whether writes may stay in a volatile cache (WCE); false: copies write durably.
     private let writeCacheProbe: Mutex<(read: @Sendable () -> Bool, fromDevice: Bool)>
     private let statisticsState = Mutex(CopyStatistics())
 
     public init(id: CopyUnitID, designators: [Designator], blockSize: Int, blockCount: UInt64, store: any BlockStore,
                 isReadOnly: Bool = false, isThinProvisioned: Bool = false,
-                writeCacheEnabled: @escaping @Sendable () -> Bool = { true }) {
+                writeCacheEnabled: @escaping @Sendable () -> Bool = { true },
+                access: @escaping @Sendable (ITNexus) -> Bool = { _ in true }) {
         self.id = id
         self.designators = designators.filter { $0.association == 0 }
         self.blockSize = blockSize
@@ -59,6 +63,7 @@ public final class CopyUnit: Sendable {
         self.store = store
         self.isReadOnly = isReadOnly
         self.isThinProvisioned = isThinProvisioned
+        self.access = access
         self.writeCacheProbe = Mutex((writeCacheEnabled, false))
     }
 
@@ -73,6 +78,9 @@ public final class CopyUnit: Sendable {
     }
 
     public var byteCount: UInt64 { self.blockCount * UInt64(self.blockSize) }
+
+    /// Whether `nexus` may read or write this LU through a copy.
+    public func isAccessible(to nexus: ITNexus) -> Bool { self.access(nexus) }
     public var statistics: CopyStatistics { self.statisticsState.withLock { $0 } }
 
     func record(_ update: (inout CopyStatistics) -> Void) {

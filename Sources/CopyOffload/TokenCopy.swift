@@ -277,6 +277,11 @@ extension CopyManager {
         case .failure(let error): throw .token(error)
         case .success(let granted): use = granted
         }
+        // A token whose source this initiator could not address itself is, to it, unknown.
+        if let use, !use.source.isAccessible(to: nexus) {
+            self.tokens.endUse(use.identifier, deleteToken: false)
+            throw .token(.tokenUnknown)
+        }
         let destinationBytes = ranges.reduce(UInt64(0)) { $0 + $1.length }
         var available = destinationBytes
         if let use {

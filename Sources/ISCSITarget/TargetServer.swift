@@ -284,8 +284,10 @@ public final class TargetServer: @unchecked Sendable {
                 if let s = lun.serialNumber { unit.serialNumber = s }
                 units.append(unit)
             }
-            let copyOffload = CopyOffloadExtension(targetName: target.name, registry: copyUnits, limits: target.copyLimits,
-                                                   tokenLimits: target.tokenLimits)
+            let allowedInitiators = target.allowedInitiators.map { Set($0.map { $0.lowercased() }) }
+            let copyOffload = CopyOffloadExtension(
+                targetName: target.name, registry: copyUnits, limits: target.copyLimits, tokenLimits: target.tokenLimits,
+                initiatorAllowed: { name in allowedInitiators?.contains(name.lowercased()) ?? true })
             var flash: [UInt16: FlashModel] = [:]
             for (lun, unit) in zip(target.luns, units) {
                 guard let settings = lun.flash else { continue }

@@ -401,6 +401,27 @@ struct TokenCopyTests {
                 == fixedSense(0x0A, 0x23, 0x08))
     }
 
+    @Test("An LU the initiator may not address (ACL, masking): EXTENDED COPY finds it unreachable (08/04); its tokens are unknown (23/04)")
+    func accessControl() throws {
+        let bench = TokenBench()
+        let hidden = CopyUnitID(targetName: "iqn.hidden", lun: 0)
+        let store = GuardedBlockStore(MemoryBlockStore(byteCount: 4096 * 512), unit: hidden, tokens: bench.registry.tokens)
+        let other = ITNexus(initiatorPortName: "iqn.other,i,0x2", targetPortName: "iqn.hidden,t,0x1", id: 2)
+        bench.registry.register(CopyUnit(
+            id: hidden, designators: [Designator(codeSet: 1, association: 0, type: 3, value: Lists.naaOther)],
+            blockSize: 512, blockCount: 4096, store: store, access: { $0.initiatorPortName.hasPrefix("iqn.other,") }))
+        // EXTENDED COPY from the hidden LU into LUN 0 of iqn.t, sent by an initiator that may not see it.
+        let list = Lists.lid1(cscds: [Lists.cscd(Lists.naaOther)],
+                              segments: [Lists.b2b(source: 0, destination: 0xFFFF, blocks: 1, sourceLBA: 0, destinationLBA: 0)])
+        let xcopy = bench.sense { try bench.manager().extendedCopy(list, format: .lid1, unit: bench.unit().id, nexus: bench.nexus) }
+        #expect(xcopy.map { [$0[2], $0[12], $0[13]] } == [0x0A, 0x08, 0x04])
+        // A token of the hidden LU, made by the initiator that may see it, is unknown to the other one.
+        try bench.manager("iqn.t").populateToken(populateList([(0, 8)]), listID: 1, unit: hidden, nexus: other)
+        let info = try bench.manager("iqn.t").rodTokenInformation(listID: 1, unit: hidden, nexus: other)
+        let token = Array(info[(info.count - 512)...])
+        #expect(bench.sense { try bench.writeUsing(token, [(0, 8)]) } == fixedSense(0x05, 0x23, 0x04))
+    }
+
     @Test("LOGICAL UNIT RESET revokes the LU's tokens: TOKEN REVOKED (23/06)")
     func revoked() throws {
         let bench = TokenBench()
