@@ -56,6 +56,8 @@ public struct LUNDefinition: Sendable {
     public var streams: StreamSettings? = nil
     /// Removable medium (key `removable`): INQUIRY RMB, PREVENT ALLOW MEDIUM REMOVAL, START STOP UNIT LOEJ.
     public var removable: Bool = false
+    /// READ(32)/WRITE(32) offered (key `read_write_32`).
+    public var readWrite32: Bool = false
     /// Minimum duration of a SANITIZE operation in seconds (key `sanitize_seconds`).
     public var sanitizeSeconds: Int = 0
     /// APTPL supported (key `persist_reservations`): reservations survive a restart in `<file>.reservations`.
@@ -516,6 +518,7 @@ public struct ServerConfiguration: Sendable {
                 checkKeys(l, allowed: ["number", "file", "size", "block_size", "cache", "read_only", "thin",
                                        "non_rotational", "vendor", "product", "serial", "max_streams",
                                        "permanent_streams", "optimal_stream_write_size", "stream_granularity_size", "write_stream_32",
+                                       "read_write_32",
                                        "removable", "sanitize_seconds", "persist_reservations", "allowed_initiators",
                                        "flash_model", "flash_page_size", "flash_erase_block", "flash_over_provisioning"],
                           path: lpath, section: ls)
@@ -613,6 +616,7 @@ public struct ServerConfiguration: Sendable {
                     vendor: text("vendor", max: 8), product: text("product", max: 16), serialNumber: text("serial", max: 64),
                     streams: streams))
                 luns[luns.count - 1].removable = flag("removable")
+                luns[luns.count - 1].readWrite32 = flag("read_write_32")
                 luns[luns.count - 1].sanitizeSeconds = integer("sanitize_seconds", 0...3600) ?? 0
                 luns[luns.count - 1].persistReservations = flag("persist_reservations")
                 luns[luns.count - 1].allowedInitiators = parseInitiatorNames(l, path: lpath, section: ls)

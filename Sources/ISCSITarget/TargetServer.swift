@@ -276,6 +276,7 @@ public final class TargetServer: @unchecked Sendable {
                 unit.thinProvisioned = lun.thinProvisioned
                 unit.nonRotational = lun.nonRotational
                 unit.removable = lun.removable
+                unit.offersReadWrite32 = lun.readWrite32
                 unit.sanitizeMinimumSeconds = Double(lun.sanitizeSeconds)
                 if lun.persistReservations { unit.reservationStatePath = lun.path + ".reservations" }
                 unit.visibleTo = lun.allowedInitiators.map { Set($0.map { $0.lowercased() }) }

@@ -15,6 +15,8 @@ import NIOCore
 /// The CDB forms of the LBA + length commands.
 enum BlockCDBForm: Sendable {
     case six, ten, twelve, sixteen
+    /// READ(32)/WRITE(32): variable-length CDBs (7Fh) without protection information.
+    case thirtyTwo
 
     /// LBA and TRANSFER LENGTH; for the six-byte form a length of 0 means 256 blocks.
     func decode(_ cdb: [UInt8]) -> (lba: UInt64, count: UInt64) {
@@ -26,6 +28,7 @@ enum BlockCDBForm: Sendable {
         case .ten: return (UInt64(cdb.bigEndian32(at: 2)), UInt64(cdb.bigEndian16(at: 7)))
         case .twelve: return (UInt64(cdb.bigEndian32(at: 2)), UInt64(cdb.bigEndian32(at: 6)))
         case .sixteen: return (cdb.bigEndian64(at: 2), UInt64(cdb.bigEndian32(at: 10)))
+        case .thirtyTwo: return (cdb.bigEndian64(at: 12), UInt64(cdb.bigEndian32(at: 28)))
         }
     }
 
@@ -36,21 +39,27 @@ enum BlockCDBForm: Sendable {
         case .ten: 7
         case .twelve: 6
         case .sixteen: 10
+        case .thirtyTwo: 28
         }
     }
 
-    /// The GROUP NUMBER field (bits 5–0 of byte 6, 10 or 14); the six-byte forms have none.
+    /// The GROUP NUMBER field (bits 5–0 of byte 6, 10, 14, or 6 of a 32-byte CDB); the
+    /// six-byte forms have none.
     func groupNumber(_ cdb: [UInt8]) -> UInt8 {
         switch self {
         case .six: 0
         case .ten: cdb.byte(6) & 0x3F
         case .twelve: cdb.byte(10) & 0x3F
         case .sixteen: cdb.byte(14) & 0x3F
+        case .thirtyTwo: cdb.byte(6) & 0x3F
         }
     }
 
-    /// Whether byte 1 has a FUA bit (the six-byte forms do not).
+    /// Whether the CDB has a FUA bit (the six-byte forms do not).
     var hasFlags: Bool { if case .six = self { false } else { true } }
+
+    /// The byte holding DPO and FUA: 1, or 10 in a 32-byte CDB.
+    var flagsByte: Int { if case .thirtyTwo = self { 10 } else { 1 } }
 }
 
 extension SCSITargetDevice {
@@ -125,7 +134,7 @@ extension SCSITargetDevice {
         { context in
             let unit = context.lu
             let (lba, count) = form.decode(context.cdb)
-            let forceUnitAccess = verify || (form.hasFlags && context.cdb[1] & 0x08 != 0)
+            let forceUnitAccess = verify || (form.hasFlags && context.cdb[form.flagsByte] & 0x08 != 0)
             try checkTransfer(unit, lba: lba, count: count, form: form)
             guard count > 0 else { return .complete(.good) }
             let expected = Int(count) * unit.blockSize

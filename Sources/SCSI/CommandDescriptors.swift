@@ -10,6 +10,14 @@ extension SCSITargetDevice {
     private static let readFlags: CommandFlags = [.readsMedium]
     private static let writeFlags: CommandFlags = [.writesMedium, .modifiesUnderPersistentReservation]
     private static let isThin: @Sendable (LogicalUnitConfiguration) -> Bool = { $0.thinProvisioned }
+    private static let offersCDB32: @Sendable (LogicalUnitConfiguration) -> Bool = { $0.offersReadWrite32 }
+
+    /// Usage data of READ(32) / WRITE(32) (service action `sa`): GROUP NUMBER, DPO and FUA,
+    /// LBA, the protection fields (accepted and ignored: PROTECT 000b only), TRANSFER LENGTH.
+    private static func usage32(_ sa: UInt8) -> [UInt8] {
+        [0x7F, 0x00, 0, 0, 0, 0, 0x3F, 0x18, 0x00, sa, 0x18, 0]
+            + [UInt8](repeating: 0xFF, count: 20)
+    }
 
     static let commandDescriptors: [CommandDescriptor] = [
         // MARK: SPC
@@ -120,6 +128,14 @@ extension SCSITargetDevice {
         CommandDescriptor(0x42, "UNMAP", usage: [0x42, 0, 0, 0, 0, 0, 0x3F, 0xFF, 0xFF, 0x00],
                           direction: .dataOut, flags: writeFlags, timeouts: (5, 60), offered: isThin,
                           handler: { try unmap($0) }),
+        // Opt-in per LU (`read_write_32`): libiscsi's REPORT SUPPORTED OPERATION CODES test
+        // cannot hold 32-byte usage data (see Docs/scsi.md).
+        CommandDescriptor(0x7F, serviceAction: 0x0009, "READ(32)", usage: usage32(0x09),
+                          direction: .dataIn, flags: readFlags, timeouts: (1, 30), offered: offersCDB32,
+                          handler: read(.thirtyTwo)),
+        CommandDescriptor(0x7F, serviceAction: 0x000B, "WRITE(32)", usage: usage32(0x0B),
+                          direction: .dataOut, flags: writeFlags, timeouts: (1, 30), offered: offersCDB32,
+                          handler: write(.thirtyTwo)),
         CommandDescriptor(0x88, "READ(16)",
                           usage: [0x88, 0x1E, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
                                   0xFF, 0xFF, 0xFF, 0xFF, 0x3F, 0x00],

@@ -49,6 +49,8 @@ public struct LogicalUnitConfiguration: Sendable, Equatable {
     /// Removable medium: INQUIRY RMB = 1; PREVENT ALLOW MEDIUM REMOVAL and START STOP UNIT
     /// with LOEJ act on the medium (an ejected medium is "not present" until loaded).
     public var removable: Bool = false
+    /// READ(32) and WRITE(32) are offered (without protection information).
+    public var offersReadWrite32: Bool = false
     /// A SANITIZE operation lasts at least this long (emulates a drive whose sanitize takes time).
     public var sanitizeMinimumSeconds: Double = 0
     /// APTPL: persistent reservations survive a restart in this file (nil: not supported).

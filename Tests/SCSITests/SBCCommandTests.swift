@@ -48,6 +48,37 @@ import Glibc
         #expect(harness.store.snapshot(at: 4 * 512, count: 1024) == data)
     }
 
+    /// A READ(32)/WRITE(32) CDB: LBA, blocks, GROUP NUMBER, flags byte 10.
+    static func cdb32(_ serviceAction: UInt8, lba: UInt64, blocks: UInt32, group: UInt8 = 0, flags: UInt8 = 0) -> [UInt8] {
+        var cdb = [UInt8](repeating: 0, count: 32)
+        cdb[0] = 0x7F; cdb[6] = group; cdb[7] = 0x18; cdb[9] = serviceAction; cdb[10] = flags
+        for i in 0..<8 { cdb[12 + i] = UInt8(truncatingIfNeeded: lba >> (56 - 8 * UInt64(i))) }
+        for i in 0..<4 { cdb[28 + i] = UInt8(truncatingIfNeeded: blocks >> (24 - 8 * UInt32(i))) }
+        return cdb
+    }
+
+    @Test func readWrite32RoundTripWhenOffered() {
+        let harness = Harness(readWrite32: true)
+        let data = pattern(2048, seed: 32)
+        let written = harness.run(Self.cdb32(0x0B, lba: 9, blocks: 4, group: 3, flags: 0x08), dataOut: data)
+        #expect(written.status == .good && written.transferLength == 2048)
+        #expect(harness.store.snapshot(at: 9 * 512, count: 2048) == data)
+        let read = harness.run(Self.cdb32(0x09, lba: 9, blocks: 4, group: 5), edtl: 2048)
+        #expect(read.status == .good && read.data == data)
+        // Past the end: LBA OUT OF RANGE; a reserved bit: INVALID FIELD IN CDB; RDPROTECT set: too.
+        #expect(harness.run(Self.cdb32(0x09, lba: 2047, blocks: 2), edtl: 1024).isCheckCondition(0x05, 0x21, 0x00))
+        #expect(harness.run(Self.cdb32(0x09, lba: 0, blocks: 1, flags: 0x20), edtl: 512).isCheckCondition(0x05, 0x24, 0x00))
+        // RSOC lists them, with 32-byte usage data.
+        let rsoc = harness.run([0xA3, 0x0C, 0x02, 0x7F, 0x00, 0x09, 0, 0, 0x04, 0x00, 0, 0], edtl: 1024)
+        #expect(rsoc.status == .good && rsoc.data.count >= 4 + 32 && rsoc.data[1] & 0x07 == 0x03)
+        #expect(Array(rsoc.data[2..<4]) == [0x00, 0x20])
+    }
+
+    @Test func readWrite32NotOfferedByDefault() {
+        let response = Harness().run(Self.cdb32(0x09, lba: 0, blocks: 1), edtl: 512)
+        #expect(response.isCheckCondition(0x05, 0x24, 0x00))
+    }
+
     @Test func read6LengthZeroMeans256Blocks() {
         let response = Harness().run([0x08, 0, 0, 0, 0, 0], edtl: 256 * 512)
         #expect(response.status == .good)

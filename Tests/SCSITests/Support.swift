@@ -22,12 +22,13 @@ struct Harness {
     let configuration: LogicalUnitConfiguration
 
     init(blockSize: Int = 512, blockCount: UInt64 = 2048, thin: Bool = false, readOnly: Bool = false,
-         extraLUNs: [UInt16] = [], maximumTransferBlocks: UInt32? = nil) {
+         extraLUNs: [UInt16] = [], maximumTransferBlocks: UInt32? = nil, readWrite32: Bool = false) {
         var lu = LogicalUnitConfiguration.derived(targetName: targetName, number: 0, blockSize: blockSize,
                                                   blockCount: blockCount)
         lu.thinProvisioned = thin
         lu.readOnly = readOnly
         lu.nonRotational = true
+        lu.offersReadWrite32 = readWrite32
         if let maximumTransferBlocks { lu.maximumTransferBlocks = maximumTransferBlocks }
         self.configuration = lu
         self.store = MemoryBlockStore(byteCount: UInt64(blockSize) * blockCount)
