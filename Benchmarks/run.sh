@@ -67,6 +67,8 @@ fi
 WORK=$(mktemp -d /tmp/iscsi-bench.XXXXXX)
 OURS_PID="" TGT_PID=""
 cleanup() {
+    # (errexit off: `wait` reports the signal that ended a process, which is no error here.)
+    set +e
     [[ -n $OURS_PID ]] && kill "$OURS_PID" 2> /dev/null && wait "$OURS_PID" 2> /dev/null
     # tgtd ignores SIGTERM while it has targets; it is stopped by its pid.
     [[ -n $TGT_PID ]] && kill -9 "$TGT_PID" 2> /dev/null && wait "$TGT_PID" 2> /dev/null
