@@ -210,6 +210,17 @@ public struct ServerConfiguration: Sendable {
                 issue(path.isEmpty ? key : "\(path).\(key)", "unknown key", section: section, key: key)
             }
         }
+        /// The integer at `key` of `table` if it lies in `range`; reports it otherwise (nil when absent).
+        func integerValue(_ table: TOMLTable, _ key: String, _ range: ClosedRange<Int>, path: String,
+                          section: LineLocator.Section) -> Int? {
+            guard let v = table[key] else { return nil }
+            guard let n = v.int, range.contains(n) else {
+                issue("\(path).\(key)", "must be an integer from \(range.lowerBound) to \(range.upperBound)",
+                      section: section, key: key)
+                return nil
+            }
+            return n
+        }
 
         /// `[target.copy]`: EXTENDED COPY limits (see Docs/copy-offload.md).
         func parseCopyLimits(_ copy: TOMLTable, path: String, section: LineLocator.Section) -> CopyLimits {
@@ -217,13 +228,7 @@ public struct ServerConfiguration: Sendable {
                                       "max_segment_length", "max_concurrent_copies", "held_results_seconds"],
                       path: path, section: section)
             func integer(_ key: String, _ range: ClosedRange<Int>) -> Int? {
-                guard let v = copy[key] else { return nil }
-                guard let n = v.int, range.contains(n) else {
-                    issue("\(path).\(key)", "must be an integer from \(range.lowerBound) to \(range.upperBound)",
-                          section: section, key: key)
-                    return nil
-                }
-                return n
+                integerValue(copy, key, range, path: path, section: section)
             }
             var limits = CopyLimits()
             if let n = integer("max_cscd_descriptors", 1...2048) { limits.maximumCSCDCount = n }
@@ -253,13 +258,7 @@ public struct ServerConfiguration: Sendable {
                                         "default_rod_type", "tombstone_seconds", "accept_ddpt_range_layout"],
                       path: path, section: section)
             func integer(_ key: String, _ range: ClosedRange<Int>) -> Int? {
-                guard let v = tokens[key] else { return nil }
-                guard let n = v.int, range.contains(n) else {
-                    issue("\(path).\(key)", "must be an integer from \(range.lowerBound) to \(range.upperBound)",
-                          section: section, key: key)
-                    return nil
-                }
-                return n
+                integerValue(tokens, key, range, path: path, section: section)
             }
             var limits = RODTokenLimits()
             if let n = integer("max_inactivity_timeout", 1...86400) { limits.maximumInactivityTimeout = UInt32(n) }
@@ -581,13 +580,7 @@ public struct ServerConfiguration: Sendable {
                     return s
                 }
                 func integer(_ key: String, _ range: ClosedRange<Int>) -> Int? {
-                    guard let v = l[key] else { return nil }
-                    guard let n = v.int, range.contains(n) else {
-                        issue("\(lpath).\(key)", "must be an integer from \(range.lowerBound) to \(range.upperBound)",
-                              section: ls, key: key)
-                        return nil
-                    }
-                    return n
+                    integerValue(l, key, range, path: lpath, section: ls)
                 }
                 var streams: StreamSettings?
                 let maximumStreams = integer("max_streams", 0...64)
