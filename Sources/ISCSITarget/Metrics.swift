@@ -200,15 +200,16 @@ extension TargetServer {
     }
 }
 
-/// Answers GET /metrics (and GET / with a pointer to it).
+/// Answers GET /metrics (and GET / with a pointer to it). The page is built off the event
+/// loop (`page` returns a future; the server runs it on its thread pool: it reads files).
 final class MetricsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = HTTPServerRequestPart
     typealias OutboundOut = HTTPServerResponsePart
 
-    private let page: @Sendable () -> String
+    private let page: @Sendable (any EventLoop) -> EventLoopFuture<String>
     private var head: HTTPRequestHead?
 
-    init(page: @escaping @Sendable () -> String) {
+    init(page: @escaping @Sendable (any EventLoop) -> EventLoopFuture<String>) {
         self.page = page
     }
 
@@ -221,26 +222,36 @@ final class MetricsHTTPHandler: ChannelInboundHandler, @unchecked Sendable {
         case .end:
             guard let head = self.head else { return }
             self.head = nil
-            let (status, body, type): (HTTPResponseStatus, String, String)
+            let reply: EventLoopFuture<(HTTPResponseStatus, String, String)>
             if head.method != .GET {
-                (status, body, type) = (.methodNotAllowed, "GET only\n", "text/plain")
+                reply = context.eventLoop.makeSucceededFuture((.methodNotAllowed, "GET only\n", "text/plain"))
             } else if head.uri == "/metrics" || head.uri.hasPrefix("/metrics?") {
-                (status, body, type) = (.ok, self.page(), "text/plain; version=0.0.4; charset=utf-8")
+                reply = self.page(context.eventLoop).map { (.ok, $0, "text/plain; version=0.0.4; charset=utf-8") }
             } else {
-                (status, body, type) = (.notFound, "see /metrics\n", "text/plain")
+                reply = context.eventLoop.makeSucceededFuture((.notFound, "see /metrics\n", "text/plain"))
             }
-            var headers = HTTPHeaders()
-            headers.add(name: "Content-Type", value: type)
-            headers.add(name: "Content-Length", value: "\(body.utf8.count)")
-            context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status,
-                                                                      headers: headers))), promise: nil)
-            var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
-            buffer.writeString(body)
-            context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
-            let keepAlive = head.isKeepAlive
-            context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in
-                if !keepAlive { context.close(promise: nil) }
+            let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+            reply.whenComplete { result in
+                let (handler, context) = bound.value
+                let (status, body, type) = (try? result.get()) ?? (.internalServerError, "metrics unavailable\n", "text/plain")
+                handler.respond(context: context, head: head, status: status, body: body, type: type)
             }
+        }
+    }
+
+    private func respond(context: ChannelHandlerContext, head: HTTPRequestHead, status: HTTPResponseStatus,
+                         body: String, type: String) {
+        var headers = HTTPHeaders()
+        headers.add(name: "Content-Type", value: type)
+        headers.add(name: "Content-Length", value: "\(body.utf8.count)")
+        context.write(self.wrapOutboundOut(.head(HTTPResponseHead(version: head.version, status: status,
+                                                                  headers: headers))), promise: nil)
+        var buffer = context.channel.allocator.buffer(capacity: body.utf8.count)
+        buffer.writeString(body)
+        context.write(self.wrapOutboundOut(.body(.byteBuffer(buffer))), promise: nil)
+        let keepAlive = head.isKeepAlive
+        context.writeAndFlush(self.wrapOutboundOut(.end(nil))).whenComplete { _ in
+            if !keepAlive { context.close(promise: nil) }
         }
     }
 }

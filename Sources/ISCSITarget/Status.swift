@@ -196,15 +196,16 @@ extension TargetServer {
     }
 }
 
-/// Answers one request per connection on the control socket.
+/// Answers one request per connection on the control socket. The reply is built off the
+/// event loop (`respond` returns a future; the server runs it on its thread pool).
 final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
 
-    private let respond: @Sendable (String) -> Data
+    private let respond: @Sendable (String, any EventLoop) -> EventLoopFuture<Data>
     private var request = ""
 
-    init(respond: @escaping @Sendable (String) -> Data) {
+    init(respond: @escaping @Sendable (String, any EventLoop) -> EventLoopFuture<Data>) {
         self.respond = respond
     }
 
@@ -216,11 +217,15 @@ final class ControlHandler: ChannelInboundHandler, @unchecked Sendable {
             return
         }
         let line = String(self.request[..<newline]).trimmingCharacters(in: .whitespaces)
-        let reply = self.respond(line)
-        var out = context.channel.allocator.buffer(capacity: reply.count + 1)
-        out.writeBytes(reply)
-        out.writeString("\n")
-        context.writeAndFlush(self.wrapOutboundOut(out)).whenComplete { _ in context.close(promise: nil) }
+        let bound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        self.respond(line, context.eventLoop).whenComplete { result in
+            let (handler, context) = bound.value
+            let reply = (try? result.get()) ?? Data("{\"error\":\"unavailable\"}".utf8)
+            var out = context.channel.allocator.buffer(capacity: reply.count + 1)
+            out.writeBytes(reply)
+            out.writeString("\n")
+            context.writeAndFlush(handler.wrapOutboundOut(out)).whenComplete { _ in context.close(promise: nil) }
+        }
     }
 }
 

@@ -343,7 +343,11 @@ public final class TargetServer: @unchecked Sendable {
                 .childChannelInitializer { [weak self] channel in
                     let server = self
                     return channel.pipeline.configureHTTPServerPipeline().flatMapThrowing {
-                        try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler { server?.metricsText() ?? "" })
+                        try channel.pipeline.syncOperations.addHandler(MetricsHTTPHandler { loop in
+                            guard let server else { return loop.makeSucceededFuture("") }
+                            // stat() of every LUN file: not on the event loop.
+                            return server.threadPool.runIfActive(eventLoop: loop) { server.metricsText() }
+                        })
                     }
                 }
             do {
@@ -406,12 +410,12 @@ public final class TargetServer: @unchecked Sendable {
             .childChannelInitializer { [weak self] channel in
                 let server = self
                 return channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ControlHandler { request in
-                        guard let self = server else { return Data("{}".utf8) }
-                        switch request {
-                        case "status", "": return self.statusJSON()
-                        default: return Data("{\"error\":\"unknown request\"}".utf8)
+                    try channel.pipeline.syncOperations.addHandler(ControlHandler { request, loop in
+                        guard let server, request == "status" || request.isEmpty else {
+                            return loop.makeSucceededFuture(Data("{\"error\":\"unknown request\"}".utf8))
                         }
+                        // stat() of every LUN file: not on the event loop.
+                        return server.threadPool.runIfActive(eventLoop: loop) { server.statusJSON() }
                     })
                 }
             }
