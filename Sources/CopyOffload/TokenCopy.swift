@@ -347,6 +347,10 @@ extension CopyManager {
                                progress: @escaping @Sendable (UInt64) -> Void) throws(CopyError) {
         var done: UInt64 = 0
         let durable = !destination.writeCacheEnabled
+        // One staging buffer for the whole copy (persistent tokens read through it).
+        let staging = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: use.type == .pointInTimePersistent ? self.mover.chunkSize : 0, alignment: 4096)
+        defer { staging.deallocate() }
         func check() throws(CopyError) {
             if let error = self.tokens.useError(use.identifier) { throw .tokenInvalidatedDuringCopy(error) }
         }
@@ -360,8 +364,7 @@ extension CopyManager {
                     // Through the token store, which serves preserved bytes from the token's own storage.
                     let chunk = min(count - written, UInt64(self.mover.chunkSize))
                     if shouldStop() { throw .aborted(segment: 0) }
-                    let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: Int(chunk), alignment: 4096)
-                    defer { buffer.deallocate() }
+                    let buffer = UnsafeMutableRawBufferPointer(rebasing: staging[0..<Int(chunk)])
                     do throws(TokenReadError) {
                         try self.tokens.read(use, at: rodOffset, into: buffer)
                     } catch {
