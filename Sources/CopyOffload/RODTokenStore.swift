@@ -108,7 +108,7 @@ public final class UnitWatch: Sendable {
 }
 
 /// What the operator sees of one token.
-public struct RODTokenInfo: Sendable, Equatable {
+public struct RODTokenInfo: Sendable {
     public var identifier: UInt64
     public var type: RODType
     public var state: String
@@ -124,11 +124,6 @@ public struct RODTokenInfo: Sendable, Equatable {
     public var createdBy: String
     /// Until expiry (valid tokens) or until the tombstone goes (terminal ones).
     public var timeLeft: TimeAmount?
-
-    public static func == (a: Self, b: Self) -> Bool {
-        a.identifier == b.identifier && a.state == b.state && a.timeLeft == b.timeLeft
-            && a.bytesPreserved == b.bytesPreserved
-    }
 }
 
 /// A state change of a token, for the log.
@@ -335,7 +330,7 @@ public final class RODTokenStore: Sendable {
         self.state.withLock { state in
             guard let record = state.tokens[identifier] else { return .tokenUnknown }
             if case .inUse = record.machine.state { return nil }
-            return record.machine.useError ?? nil
+            return record.machine.useError
         }
     }
 
