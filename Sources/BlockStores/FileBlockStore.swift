@@ -68,6 +68,10 @@ public final class FileBlockStore: BlockStore {
     private static let rwfNoWait: Int32 = 0x08
     /// False once the file system answered RWF_NOWAIT with EOPNOTSUPP.
     private let canReadWithoutWaiting = Atomic<Bool>(true)
+    /// O_PATH (Linux): a descriptor that names a file but reads, writes and syncs nothing.
+    private static let openPath: Int32 = 0o10000000
+    /// Set once by `detach`.
+    private let detached = Atomic<Bool>(false)
     private static let seekData: Int32 = 3
     private static let seekHole: Int32 = 4
 
@@ -195,6 +199,22 @@ public final class FileBlockStore: BlockStore {
             if errno == EINTR { continue }
             throw BlockStoreError.flushFailed(errno: errno)
         }
+    }
+
+    /// Flushes, then points the descriptor at an O_PATH descriptor of "/" (dup2), which closes
+    /// the file. A call already inside the kernel keeps its own reference and finishes against
+    /// the file; every later read, write, flush or copy fails with EBADF, never succeeding
+    /// somewhere else (a plain close could hand the number to another file). The number stays
+    /// allocated until the store goes.
+    public func detach() throws(BlockStoreError) {
+        guard !self.detached.exchange(true, ordering: .acquiringAndReleasing) else { return }
+        let flushed = Result { () throws(BlockStoreError) in try self.flush() }
+        let placeholder = Glibc.open("/", FileBlockStore.openPath | O_CLOEXEC)
+        if placeholder >= 0 {
+            _ = dup2(placeholder, self.descriptor)
+            close(placeholder)
+        }
+        try flushed.get()
     }
 
     public func deallocate(at offset: UInt64, length: UInt64) throws(BlockStoreError) {

@@ -47,6 +47,10 @@ public final class GuardedBlockStore: BlockStore {
         try self.base.flush()
     }
 
+    public func detach() throws(BlockStoreError) {
+        try self.base.detach()
+    }
+
     public func deallocate(at offset: UInt64, length: UInt64) throws(BlockStoreError) {
         self.willModify(offset, length, "deallocation")
         try self.base.deallocate(at: offset, length: length)

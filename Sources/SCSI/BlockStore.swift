@@ -51,9 +51,17 @@ public protocol BlockStore: AnyObject, Sendable {
     /// in the page cache): returns false, having read nothing useful, when `read` would have
     /// to wait. Safe to call on an event loop. The default always answers false.
     func readWithoutWaiting(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool
+    /// The logical unit was removed: make every completed write durable, then let go of the
+    /// storage (the backing file) even though calls may still be running or arrive late; from
+    /// then on every call fails. The default flushes.
+    func detach() throws(BlockStoreError)
 }
 
 extension BlockStore {
+    public func detach() throws(BlockStoreError) {
+        try self.flush()
+    }
+
     public func readWithoutWaiting(into buffer: UnsafeMutableRawBufferPointer, at offset: UInt64) throws(BlockStoreError) -> Bool {
         false
     }

@@ -167,7 +167,6 @@ public struct TargetDeviceConfiguration: Sendable, Equatable {
 
 extension LogicalUnitConfiguration {
     public func isVisible(to nexus: ITNexus) -> Bool {
-        guard let visibleTo else { return true }
-        return visibleTo.contains(nexus.initiatorName.lowercased())
+        self.isVisible(initiatorName: nexus.initiatorName)
     }
 }

@@ -17,9 +17,10 @@ import NIOCore
 import Synchronization
 
 public final class SCSITargetDevice: SCSIDevice {
+    /// The target as it was built; `logicalUnits` is the inventory now (units come and go).
     public let configuration: TargetDeviceConfiguration
-    let units: [UInt16: LogicalUnit]
-    let sortedLUNs: [UInt16]
+    /// The logical units, read by every command without a lock (see `SnapshotCell`).
+    let inventory: SnapshotCell<UnitInventory>
     let table: CommandTable
     /// What other modules contribute (see `SCSIDeviceExtension`).
     public let extensions: [any SCSIDeviceExtension]
@@ -44,15 +45,23 @@ public final class SCSITargetDevice: SCSIDevice {
             precondition(units[lu.number] == nil, "LUN \(lu.number) configured twice")
             units[lu.number] = LogicalUnit(configuration: lu, store: store)
         }
-        self.units = units
-        self.sortedLUNs = units.keys.sorted()
+        self.inventory = SnapshotCell(UnitInventory(units: units))
         self.extensions = extensions
         self.table = CommandTable(SCSITargetDevice.commandDescriptors + extensions.flatMap(\.commandDescriptors))
     }
 
     func unit(_ number: UInt16?) -> LogicalUnit? {
-        number.flatMap { self.units[$0] }
+        guard let number else { return nil }
+        return self.inventory.withValue { $0.units[number] }
     }
+
+    /// The logical units now, in LUN order.
+    public var logicalUnits: [LogicalUnit] {
+        self.inventory.withValue { inventory in inventory.sorted.map { inventory.units[$0]! } }
+    }
+
+    /// The logical unit `number`, whoever asks (nil: none).
+    public func logicalUnit(_ number: UInt16) -> LogicalUnit? { self.unit(number) }
 
     /// The unit as `nexus` sees it: a LUN masked from its initiator does not exist for it.
     func unit(_ number: UInt16?, for nexus: ITNexus) -> LogicalUnit? {
@@ -183,8 +192,7 @@ public final class SCSITargetDevice: SCSIDevice {
             return .functionComplete
         case .targetWarmReset, .targetColdReset:
             let everyone = self.openNexuses(except: nil)
-            for lun in self.sortedLUNs {
-                let unit = self.units[lun]!
+            for unit in self.logicalUnits {
                 self.reset(unit)
                 unit.raiseUnitAttention(Self.resetUnitAttention, for: everyone)
             }
@@ -211,7 +219,7 @@ public final class SCSITargetDevice: SCSIDevice {
         guard gone else { return }
         // I_T nexus loss: its RESERVE(6) reservation and prevent state go, and nothing
         // queued for it survives (a new login starts clean).
-        for unit in self.units.values {
+        for unit in self.logicalUnits {
             unit.nexusLost(key)
         }
         for ext in self.extensions { ext.nexusDidClose(nexus) }
@@ -224,7 +232,9 @@ public final class SCSITargetDevice: SCSIDevice {
     }
 
     public func lunNumbers(for nexus: ITNexus) -> [UInt16] {
-        self.sortedLUNs.filter { self.units[$0]!.configuration.isVisible(to: nexus) }
+        self.inventory.withValue { inventory in
+            inventory.sorted.filter { inventory.units[$0]!.configuration.isVisible(to: nexus) }
+        }
     }
 
     // MARK: Nexus bookkeeping

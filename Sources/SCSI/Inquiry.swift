@@ -50,7 +50,7 @@ extension SCSITargetDevice {
     /// Standard INQUIRY data, 96 bytes. A LUN that does not exist answers PERIPHERAL
     /// QUALIFIER 011b, PERIPHERAL DEVICE TYPE 1Fh.
     func standardInquiryData(for unit: LogicalUnit?) -> [UInt8] {
-        let lu = unit?.configuration ?? self.configuration.logicalUnits.first
+        let lu = unit?.configuration ?? self.logicalUnits.first?.configuration ?? self.configuration.logicalUnits.first
         var data: [UInt8] = []
         data.append(unit == nil ? 0x7F : 0x00)  // PQ 000b / PDT 00h direct access block device
         data.append(lu?.removable == true && unit != nil ? 0x80 : 0x00)  // RMB

@@ -73,6 +73,7 @@ public struct AdditionalSenseCode: Sendable, Equatable, Hashable, CustomStringCo
     public static let commandsClearedByAnotherInitiator = AdditionalSenseCode(0x2F, 0x00)
     public static let savingParametersNotSupported = AdditionalSenseCode(0x39, 0x00)
     public static let mediumNotPresent = AdditionalSenseCode(0x3A, 0x00)
+    public static let inquiryDataHasChanged = AdditionalSenseCode(0x3F, 0x03)
     public static let reportedLUNsDataHasChanged = AdditionalSenseCode(0x3F, 0x0E)
     public static let internalTargetFailure = AdditionalSenseCode(0x44, 0x00)
     public static let dataPhaseError = AdditionalSenseCode(0x4B, 0x00)
