@@ -20,7 +20,9 @@ import Synchronization
 public final class CopyManager: Sendable {
     public let registry: CopyUnitRegistry
     public let limits: CopyLimits
-    public let tokenLimits: RODTokenLimits
+    /// Token limits; the operator may change them while the target runs (`setTokenLimits`).
+    public var tokenLimits: RODTokenLimits { self.tokenLimitsState.withLock { $0 } }
+    private let tokenLimitsState: Mutex<RODTokenLimits>
     /// The process-wide ROD tokens (the registry's).
     public var tokens: RODTokenStore { self.registry.tokens }
     /// Runs IMMED operations after their command has completed.
@@ -51,12 +53,22 @@ public final class CopyManager: Sendable {
                 }) {
         self.registry = registry
         self.limits = limits
-        self.tokenLimits = tokenLimits
+        self.tokenLimitsState = Mutex(tokenLimits)
         self.background = background
         self.mover = mover ?? CopyMover(chunkSize: limits.chunkSize)
         self.clock = clock
         self.table = Mutex(CopyOperationTable(heldResultsLifetime: .seconds(limits.heldResultsLifetime),
                                               maximumRunning: Int(limits.totalConcurrentCopies)))
+    }
+
+    /// Installs new token limits; returns true when they differ from the old ones. Live tokens
+    /// keep their timeouts; the new limits apply from the next command.
+    @discardableResult
+    public func setTokenLimits(_ limits: RODTokenLimits) -> Bool {
+        self.tokenLimitsState.withLock { current in
+            defer { current = limits }
+            return current != limits
+        }
     }
 
     // MARK: EXTENDED COPY

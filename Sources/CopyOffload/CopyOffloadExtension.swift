@@ -47,28 +47,55 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
 
     /// Registers the device's logical units with the process-wide registry, with the
     /// designators their Device Identification pages report. Call once the device is built.
-    public func register(device: SCSITargetDevice, stores: [UInt16: any BlockStore]) {
+    public func register(device: SCSITargetDevice) {
+        for unit in device.logicalUnits { self.register(unit, of: device) }
+    }
+
+    /// Registers one logical unit of `device` (also one added while the target runs).
+    public func register(_ unit: LogicalUnit, of device: SCSITargetDevice) {
         let probe = ITNexus(initiatorPortName: "copy-manager,i,0x000000000000",
                             targetPortName: device.configuration.targetPortName, id: UInt64.max)
-        for lu in device.configuration.logicalUnits {
-            guard let store = stores[lu.number] else { continue }
-            let lunField = lu.number < 256 ? UInt64(lu.number) << 48 : UInt64(0x4000 | lu.number) << 48
-            let inquiry = SCSICommand(lunField: lunField, cdb: [0x12, 0x01, 0x83, 0x10, 0x00, 0x00],
-                                      expectedDataTransferLength: 0x1000, direction: .toInitiator, nexus: probe)
-            var designators: [Designator] = []
-            if case .complete(let response) = device.prepare(inquiry), response.status == .good,
-               let data = response.dataIn {
-                designators = Designator.parseList(Array(data.readableBytesView))
-            }
-            let blockCount = min(lu.blockCount, store.byteCount / UInt64(lu.blockSize))
-            let allowed = self.initiatorAllowed
-            self.manager.registry.register(CopyUnit(
-                id: CopyUnitID(targetName: self.targetName, lun: lu.number), designators: designators,
-                blockSize: lu.blockSize, blockCount: blockCount, store: store, isReadOnly: lu.readOnly,
-                isThinProvisioned: lu.thinProvisioned,
-                access: { nexus in allowed(nexus.initiatorName) && lu.isVisible(to: nexus) }))
+        defer { device.nexusDidClose(probe) }
+        let lu = unit.configuration
+        let lunField = lu.number < 256 ? UInt64(lu.number) << 48 : UInt64(0x4000 | lu.number) << 48
+        let inquiry = SCSICommand(lunField: lunField, cdb: [0x12, 0x01, 0x83, 0x10, 0x00, 0x00],
+                                  expectedDataTransferLength: 0x1000, direction: .toInitiator, nexus: probe)
+        var designators: [Designator] = []
+        if case .complete(let response) = device.prepare(inquiry), response.status == .good,
+           let data = response.dataIn {
+            designators = Designator.parseList(Array(data.readableBytesView))
         }
-        device.nexusDidClose(probe)
+        let allowed = self.initiatorAllowed
+        self.manager.registry.register(CopyUnit(
+            id: CopyUnitID(targetName: self.targetName, lun: lu.number), designators: designators,
+            blockSize: unit.blockSize, blockCount: unit.blockCount, store: unit.store, isReadOnly: lu.readOnly,
+            isThinProvisioned: lu.thinProvisioned,
+            access: { nexus in allowed(nexus.initiatorName) && lu.isVisible(to: nexus) }))
+    }
+
+    /// New token limits for this target, from the next command on. When the Third-party Copy
+    /// VPD page changes with them, every I_T nexus gets INQUIRY DATA HAS CHANGED (3Fh/03h) on
+    /// every logical unit of `device`. Returns false when nothing changed.
+    @discardableResult
+    public func setTokenLimits(_ limits: RODTokenLimits, device: SCSITargetDevice) -> Bool {
+        let before = self.manager.tokenDescriptors(blockSize: 512)
+        guard self.manager.setTokenLimits(limits) else { return false }
+        if self.manager.tokenDescriptors(blockSize: 512) != before {
+            device.raiseUnitAttentionOnEveryUnit(.inquiryDataHasChanged)
+        }
+        return true
+    }
+
+    /// The token limits now.
+    public var tokenLimits: RODTokenLimits { self.manager.tokenLimits }
+
+    /// A logical unit of this target was removed: copies it received stop, its tokens are
+    /// revoked (23h/06h, then unknown), and copies can no longer name it.
+    public func unregister(lun: UInt16) {
+        let unit = CopyUnitID(targetName: self.targetName, lun: lun)
+        self.manager.registry.unregister(unit)
+        self.manager.stopCopies { _, _, receiving in receiving == unit }
+        self.manager.tokens.revoke(cause: "LUN removed") { $0.source == unit }
     }
 
     /// The addressed logical unit's registry identity. The first command that reaches a

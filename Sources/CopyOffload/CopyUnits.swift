@@ -102,6 +102,10 @@ public final class CopyUnitRegistry: Sendable {
         self.units.withLock { $0[unit.id] = unit }
     }
 
+    public func unregister(_ id: CopyUnitID) {
+        self.units.withLock { _ = $0.removeValue(forKey: id) }
+    }
+
     /// Removes every logical unit of `targetName`.
     public func removeTarget(_ targetName: String) {
         self.units.withLock { units in units = units.filter { $0.key.targetName != targetName } }

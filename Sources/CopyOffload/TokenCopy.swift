@@ -228,17 +228,18 @@ extension CopyManager {
 
     private func populate(_ parameterList: [UInt8], key: CopyListKey, unit unitID: CopyUnitID,
                           nexus: ITNexus) throws(CopyError) {
-        let list = try TokenParameterLists.populateToken(parameterList, limits: self.tokenLimits)
+        let limits = self.tokenLimits
+        let list = try TokenParameterLists.populateToken(parameterList, limits: limits)
         guard let unit = self.registry.unit(unitID) else { throw .token(.causeNotReportable) }
         let (ranges, ddptLayout) = try TokenParameterLists.checkRanges(parameterList, list.ranges, start: 16, unit: unit,
-                                                                       limits: self.tokenLimits)
-        let timeout = list.inactivityTimeout == 0 ? self.tokenLimits.defaultInactivityTimeout : list.inactivityTimeout
+                                                                       limits: limits)
+        let timeout = list.inactivityTimeout == 0 ? limits.defaultInactivityTimeout : list.inactivityTimeout
         let created = try self.tokens.create(
-            type: list.rodType ?? self.tokenLimits.defaultRODType, source: unit, ranges: ranges,
+            type: list.rodType ?? limits.defaultRODType, source: unit, ranges: ranges,
             inactivityTimeout: .seconds(Int64(timeout)),
-            tombstoneLifetime: .seconds(self.tokenLimits.tombstoneLifetime),
+            tombstoneLifetime: .seconds(limits.tombstoneLifetime),
             owner: nexus.initiatorPortName, createdBy: unitID.targetName,
-            maximumTokens: self.tokenLimits.maximumTokens)
+            maximumTokens: limits.maximumTokens)
         let bytes = ranges.reduce(UInt64(0)) { $0 + $1.length }
         let populate: @Sendable () -> Void = { [tokens = self.tokens] in
             tokens.apply(.populated(now: self.clock()), to: created.identifier,
@@ -267,10 +268,11 @@ extension CopyManager {
 
     private func write(_ parameterList: [UInt8], key: CopyListKey, unit unitID: CopyUnitID,
                        nexus: ITNexus) throws(CopyError) {
-        let list = try TokenParameterLists.writeUsingToken(parameterList, limits: self.tokenLimits)
+        let limits = self.tokenLimits
+        let list = try TokenParameterLists.writeUsingToken(parameterList, limits: limits)
         guard let destination = self.registry.unit(unitID) else { throw .token(.causeNotReportable) }
         let (ranges, _) = try TokenParameterLists.checkRanges(parameterList, list.ranges, start: 536, unit: destination,
-                                                              limits: self.tokenLimits)
+                                                              limits: limits)
         if destination.isReadOnly { throw .medium(SenseData(key: .dataProtect, code: .writeProtected)) }
         let use: RODTokenUse?
         switch self.tokens.beginUse(list.token) {

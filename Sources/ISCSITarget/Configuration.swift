@@ -115,6 +115,13 @@ public struct ServerConfiguration: Sendable {
     public var maximumConnectionsPerAddress: Int = 0
     /// Seconds a connection may spend in the login phase (key `login_timeout`).
     public var loginTimeout: Int = 30
+    /// The definition's text as parsed: runtime changes edit it (`DefinitionEditor`) and
+    /// `iscsi-target save` writes it back.
+    public var definitionText: String? = nil
+    /// The file the definition came from (nil: it was given as a string).
+    public var definitionPath: String? = nil
+    /// Where relative secret files are read from (see `parse`).
+    public var definitionBaseDirectory: String? = nil
 
     public static let defaultListen = "127.0.0.1:3260"
 
@@ -182,8 +189,10 @@ public struct ServerConfiguration: Sendable {
                                                                  message: "cannot read: \(error.localizedDescription)")],
                                      source: path)
         }
-        return try parse(toml: text, stateDirectory: stateDirectory, listen: listen, advertise: advertise, source: path,
-                         baseDirectory: (path as NSString).deletingLastPathComponent)
+        var configuration = try parse(toml: text, stateDirectory: stateDirectory, listen: listen, advertise: advertise,
+                                      source: path, baseDirectory: (path as NSString).deletingLastPathComponent)
+        configuration.definitionPath = URL(fileURLWithPath: path).standardizedFileURL.path
+        return configuration
     }
 
     /// Parse a definition. Throws `ConfigurationError` listing every problem. Relative secret
@@ -639,6 +648,8 @@ public struct ServerConfiguration: Sendable {
         if let maximumPerAddress { configuration.maximumConnectionsPerAddress = maximumPerAddress }
         if let loginTimeout { configuration.loginTimeout = loginTimeout }
         configuration.metricsListen = metrics
+        configuration.definitionText = toml
+        configuration.definitionBaseDirectory = baseDirectory
         return configuration
     }
 }

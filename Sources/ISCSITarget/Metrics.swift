@@ -52,22 +52,36 @@ final class LogicalUnitMetrics: Sendable {
     }
 }
 
-/// Every logical unit's counters, by target name and LUN; fixed at start.
+/// Every logical unit's counters, by target name and LUN. Commands read the map without a
+/// lock; LUNs added or removed at run time replace it (`SnapshotCell`).
 final class CommandMetrics: Sendable {
-    let units: [String: [UInt16: LogicalUnitMetrics]]
+    private let cell: SnapshotCell<[String: [UInt16: LogicalUnitMetrics]]>
 
     init(configuration: ServerConfiguration) {
         var units: [String: [UInt16: LogicalUnitMetrics]] = [:]
         for target in configuration.targets {
             units[target.name] = Dictionary(uniqueKeysWithValues: target.luns.map { ($0.number, LogicalUnitMetrics()) })
         }
-        self.units = units
+        self.cell = SnapshotCell(units)
+    }
+
+    func unit(target: String, lun: UInt16) -> LogicalUnitMetrics? {
+        self.cell.withValue { $0[target]?[lun] }
+    }
+
+    /// Fresh counters for a LUN added at run time.
+    func add(target: String, lun: UInt16) {
+        self.cell.update { $0[target, default: [:]][lun] = LogicalUnitMetrics() }
+    }
+
+    func remove(target: String, lun: UInt16) {
+        self.cell.update { $0[target]?[lun] = nil }
     }
 
     /// Records one command of `target` (nothing for LUNs the target does not have).
     @inline(__always)
     func record(target: String, command: SCSICommand, response: SCSIResponse, nanoseconds: UInt64) {
-        guard let lun = command.lunNumber, let unit = self.units[target]?[lun], let opcode = command.cdb.first else { return }
+        guard let lun = command.lunNumber, let unit = self.unit(target: target, lun: lun), let opcode = command.cdb.first else { return }
         let good = response.status == .good || response.status == .conditionMet
         let read = response.dataIn.map { min($0.readableBytes, command.expectedDataTransferLength) } ?? 0
         let written = command.direction == .fromInitiator && good ? command.expectedDataTransferLength : 0
@@ -127,9 +141,9 @@ extension TargetServer {
         page.sample("iscsi_sessions", "gauge", "iSCSI sessions established now (normal and discovery).",
                     "\(status.sessions.count)")
         if let metrics = self.commandMetrics {
-            for target in self.configuration.targets {
+            for target in self.runningConfiguration.targets {
                 for lun in target.luns {
-                    guard let unit = metrics.units[target.name]?[lun.number] else { continue }
+                    guard let unit = metrics.unit(target: target.name, lun: lun.number) else { continue }
                     let base = [("target", target.name), ("lun", "\(lun.number)")]
                     for opcode in 0..<256 {
                         let count = unit.commands[opcode].load(ordering: .relaxed)

@@ -82,6 +82,15 @@ public struct TargetStatus: Codable, Sendable, Equatable {
     public var alias: String?
     public var portalGroup: UInt16
     public var luns: [LUNStatus]
+    /// The ROD token limits in effect (`iscsi-target tokens` changes them).
+    public var tokenLimits: TokenLimitsStatus?
+}
+
+public struct TokenLimitsStatus: Codable, Sendable, Equatable {
+    public var maxTokens: Int
+    public var defaultInactivityTimeout: UInt32
+    public var maxInactivityTimeout: UInt32
+    public var defaultRODType: String
 }
 
 public struct CopyStatus: Codable, Sendable, Equatable {
@@ -127,7 +136,7 @@ extension TargetServer {
         var targets: [TargetStatus] = []
         var copies: [CopyStatus] = []
         var copiesRunning = 0
-        for target in self.configuration.targets {
+        for target in self.runningConfiguration.targets {
             let part = parts[target.name]
             var luns: [LUNStatus] = []
             for lun in target.luns {
@@ -160,7 +169,14 @@ extension TargetServer {
                                     blockErases: $0.blockErases, writeAmplification: $0.writeAmplification)
                     }))
             }
-            targets.append(TargetStatus(name: target.name, alias: target.alias, portalGroup: target.portalGroupTag, luns: luns))
+            let limits = part?.copy.tokenLimits
+            targets.append(TargetStatus(
+                name: target.name, alias: target.alias, portalGroup: target.portalGroupTag, luns: luns,
+                tokenLimits: limits.map {
+                    TokenLimitsStatus(maxTokens: $0.maximumTokens, defaultInactivityTimeout: $0.defaultInactivityTimeout,
+                                      maxInactivityTimeout: $0.maximumInactivityTimeout,
+                                      defaultRODType: $0.defaultRODType.description)
+                }))
             if let manager = part?.copy.manager {
                 copiesRunning += manager.runningCopies
                 for operation in manager.trackedOperationsInFlight {

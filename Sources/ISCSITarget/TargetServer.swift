@@ -190,23 +190,32 @@ final class ConnectionCounter: Sendable {
 /// The iSCSI target server.
 public final class TargetServer: @unchecked Sendable {
     public let configuration: ServerConfiguration
-    private let logger: Logger
+    let logger: Logger
     private let group: MultiThreadedEventLoopGroup
     private let threadPool: NIOThreadPool
     private var channel: (any Channel)?
-    private var context: TargetContext?
-    private let lock = NIOLock()
-    private var stores: [any BlockStore] = []
+    var context: TargetContext?
+    let lock = NIOLock()
+    /// Every backing file the server opened (flushed at stop; a removed LUN's leaves).
+    var stores: [FileBlockStore] = []
+    /// The definition as it is now: the start one plus runtime changes (guarded by `lock`).
+    var running: ServerConfiguration
+    /// Serialises runtime changes (`apply`, `save`); taken before `lock`.
+    let changeLock = NIOLock()
+    /// The definition file's text as read at start or last saved (guarded by `lock`).
+    var savedText: String?
     /// Every LUN of the process as the copy managers see them (copy statistics).
     private var copyUnits: CopyUnitRegistry?
     private var tokenSweep: RepeatedTask?
     /// The process's ROD tokens (for `status`).
     private(set) var tokenStore: RODTokenStore?
-    private var extensions: [String: (copy: CopyOffloadExtension, streams: StreamsExtension)] = [:]
+    var extensions: [String: (copy: CopyOffloadExtension, streams: StreamsExtension)] = [:]
     private var control: (any Channel)?
     private var metricsChannel: (any Channel)?
     /// Per-LU command counters (nil before start).
     var commandMetrics: CommandMetrics? { lock.withLock { self.context?.metrics } }
+    /// The definition in effect now (runtime changes included).
+    public var runningConfiguration: ServerConfiguration { lock.withLock { self.running } }
     private let started = Date()
 
     /// The streams extension of `target` (its statistics and flash model reports); nil before
@@ -217,6 +226,8 @@ public final class TargetServer: @unchecked Sendable {
 
     public init(configuration: ServerConfiguration, logger: Logger = Logger(label: "iscsi-target")) {
         self.configuration = configuration
+        self.running = configuration
+        self.savedText = configuration.definitionText
         self.logger = logger
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(System.coreCount, 1))
         self.threadPool = NIOThreadPool(numberOfThreads: max(8, System.coreCount * 2))
@@ -255,34 +266,9 @@ public final class TargetServer: @unchecked Sendable {
             var units: [LogicalUnitConfiguration] = []
             var stores: [UInt16: any BlockStore] = [:]
             for lun in target.luns {
-                let directory = (lun.path as NSString).deletingLastPathComponent
-                try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-                let store: FileBlockStore
-                do {
-                    store = try FileBlockStore.open(path: lun.path, byteCount: lun.byteCount, createIfMissing: true,
-                                                    writeThrough: lun.cache == .writeThrough, readOnly: lun.readOnly)
-                } catch {
-                    throw ServerStartError(description: "LUN \(lun.number) of \(target.name): \(error)")
-                }
-                // Every writer goes through the guard, so ROD tokens see changes to their sources.
-                stores[lun.number] = GuardedBlockStore(store, unit: CopyUnitID(targetName: target.name, lun: lun.number),
-                                                       tokens: tokenStore)
+                let (store, guarded, unit) = try Self.openUnit(lun, of: target, tokens: tokenStore)
+                stores[lun.number] = guarded
                 self.stores.append(store)
-                var unit = LogicalUnitConfiguration.derived(
-                    targetName: target.name, number: lun.number, blockSize: lun.blockSize,
-                    blockCount: min(lun.byteCount, store.byteCount) / UInt64(lun.blockSize))
-                unit.writeCacheEnabled = lun.cache == .writeBack
-                unit.readOnly = lun.readOnly
-                unit.thinProvisioned = lun.thinProvisioned
-                unit.nonRotational = lun.nonRotational
-                unit.removable = lun.removable
-                unit.offersReadWrite32 = lun.readWrite32
-                unit.sanitizeMinimumSeconds = Double(lun.sanitizeSeconds)
-                if lun.persistReservations { unit.reservationStatePath = lun.path + ".reservations" }
-                unit.visibleTo = lun.allowedInitiators.map { Set($0.map { $0.lowercased() }) }
-                if let v = lun.vendor { unit.vendor = v }
-                if let p = lun.product { unit.product = p }
-                if let s = lun.serialNumber { unit.serialNumber = s }
                 units.append(unit)
             }
             let allowedInitiators = target.allowedInitiators.map { Set($0.map { $0.lowercased() }) }
@@ -291,12 +277,7 @@ public final class TargetServer: @unchecked Sendable {
                 initiatorAllowed: { name in allowedInitiators?.contains(name.lowercased()) ?? true })
             var flash: [UInt16: FlashModel] = [:]
             for (lun, unit) in zip(target.luns, units) {
-                guard let settings = lun.flash else { continue }
-                do {
-                    flash[lun.number] = try FlashModel(settings: settings, blockCount: unit.blockCount, blockSize: unit.blockSize)
-                } catch {
-                    throw ServerStartError(description: "LUN \(lun.number) of \(target.name): flash model: \(error)")
-                }
+                flash[lun.number] = try Self.flashModel(lun, of: target, unit: unit)
             }
             let streams = StreamsExtension(settings: Dictionary(uniqueKeysWithValues: target.luns.compactMap { lun in
                 lun.streams.map { (lun.number, $0) } }), flash: flash)
@@ -304,7 +285,7 @@ public final class TargetServer: @unchecked Sendable {
                 configuration: TargetDeviceConfiguration(targetName: target.name, targetPortGroupTag: target.portalGroupTag,
                                                          logicalUnits: units),
                 stores: stores, extensions: [copyOffload, streams])
-            copyOffload.register(device: device, stores: stores)
+            copyOffload.register(device: device)
             devices[target.name] = device
             self.extensions[target.name] = (copyOffload, streams)
         }
@@ -411,11 +392,9 @@ public final class TargetServer: @unchecked Sendable {
                 let server = self
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ControlHandler { request, loop in
-                        guard let server, request == "status" || request.isEmpty else {
-                            return loop.makeSucceededFuture(Data("{\"error\":\"unknown request\"}".utf8))
-                        }
-                        // stat() of every LUN file: not on the event loop.
-                        return server.threadPool.runIfActive(eventLoop: loop) { server.statusJSON() }
+                        guard let server else { return loop.makeSucceededFuture(Data("{\"error\":\"stopping\"}".utf8)) }
+                        // stat() of every LUN file, opening and flushing files: not on the event loop.
+                        return server.threadPool.runIfActive(eventLoop: loop) { server.controlReply(to: request) }
                     })
                 }
             }
@@ -447,6 +426,52 @@ public final class TargetServer: @unchecked Sendable {
                     "flash.write_amplification": "\((report.writeAmplification * 1000).rounded() / 1000)",
                 ])
             }
+        }
+    }
+
+    /// Opens (creating when missing) the backing file of `lun`, behind the token guard, and
+    /// derives the logical unit's configuration from the definition.
+    static func openUnit(_ lun: LUNDefinition, of target: TargetDefinition, tokens: RODTokenStore) throws
+        -> (FileBlockStore, GuardedBlockStore, LogicalUnitConfiguration)
+    {
+        let store: FileBlockStore
+        do {
+            let directory = (lun.path as NSString).deletingLastPathComponent
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+            store = try FileBlockStore.open(path: lun.path, byteCount: lun.byteCount, createIfMissing: true,
+                                            writeThrough: lun.cache == .writeThrough, readOnly: lun.readOnly)
+        } catch {
+            throw ServerStartError(description: "LUN \(lun.number) of \(target.name): \(error)")
+        }
+        // Every writer goes through the guard, so ROD tokens see changes to their sources.
+        let guarded = GuardedBlockStore(store, unit: CopyUnitID(targetName: target.name, lun: lun.number), tokens: tokens)
+        var unit = LogicalUnitConfiguration.derived(
+            targetName: target.name, number: lun.number, blockSize: lun.blockSize,
+            blockCount: min(lun.byteCount, store.byteCount) / UInt64(lun.blockSize))
+        unit.writeCacheEnabled = lun.cache == .writeBack
+        unit.readOnly = lun.readOnly
+        unit.thinProvisioned = lun.thinProvisioned
+        unit.nonRotational = lun.nonRotational
+        unit.removable = lun.removable
+        unit.offersReadWrite32 = lun.readWrite32
+        unit.sanitizeMinimumSeconds = Double(lun.sanitizeSeconds)
+        if lun.persistReservations { unit.reservationStatePath = lun.path + ".reservations" }
+        unit.visibleTo = lun.allowedInitiators.map { Set($0.map { $0.lowercased() }) }
+        if let v = lun.vendor { unit.vendor = v }
+        if let p = lun.product { unit.product = p }
+        if let s = lun.serialNumber { unit.serialNumber = s }
+        return (store, guarded, unit)
+    }
+
+    /// The flash write-amplification model of `lun`, when its definition asks for one.
+    static func flashModel(_ lun: LUNDefinition, of target: TargetDefinition, unit: LogicalUnitConfiguration) throws
+        -> FlashModel?
+    {
+        guard let settings = lun.flash else { return nil }
+        do {
+            return try FlashModel(settings: settings, blockCount: unit.blockCount, blockSize: unit.blockSize)
+        } catch {
+            throw ServerStartError(description: "LUN \(lun.number) of \(target.name): flash model: \(error)")
         }
     }
 

@@ -98,8 +98,10 @@ final class StreamUnit: Sendable {
 
 /// SBC streams for the logical units that have `StreamSettings`.
 public final class StreamsExtension: SCSIDeviceExtension {
-    let units: [UInt16: StreamUnit]
-    let flash: [UInt16: FlashUnit]
+    /// Per-LU stream state and flash models; LUs come and go while the target runs.
+    let cell: SnapshotCell<(units: [UInt16: StreamUnit], flash: [UInt16: FlashUnit])>
+    var units: [UInt16: StreamUnit] { self.cell.withValue { $0.units } }
+    var flash: [UInt16: FlashUnit] { self.cell.withValue { $0.flash } }
 
     /// - Parameters:
     ///   - settings: stream settings per LUN; LUNs not listed (or with `maximumStreams` = 0)
@@ -111,11 +113,30 @@ public final class StreamsExtension: SCSIDeviceExtension {
         for (lun, value) in settings where value.maximumStreams > 0 {
             units[lun] = StreamUnit(lun: lun, settings: value)
         }
-        self.units = units
-        self.flash = flash.mapValues { FlashUnit($0) }
+        self.cell = SnapshotCell((units, flash.mapValues { FlashUnit($0) }))
     }
 
-    func unit(_ lu: LogicalUnit) -> StreamUnit? { self.units[lu.number] }
+    /// Streams and a flash model for a logical unit added while the target runs.
+    public func addUnit(lun: UInt16, settings: StreamSettings?, flash: FlashModel?) {
+        self.cell.update { state in
+            state.units[lun] = settings.flatMap { $0.maximumStreams > 0 ? StreamUnit(lun: lun, settings: $0) : nil }
+            state.flash[lun] = flash.map { FlashUnit($0) }
+        }
+    }
+
+    /// Forgets a removed logical unit.
+    public func removeUnit(lun: UInt16) {
+        self.cell.update { state in
+            state.units[lun] = nil
+            state.flash[lun] = nil
+        }
+    }
+
+    func unit(_ lu: LogicalUnit) -> StreamUnit? { self.unit(lun: lu.number) }
+
+    func unit(lun: UInt16) -> StreamUnit? { self.cell.withValue { $0.units[lun] } }
+
+    func flashUnit(lun: UInt16) -> FlashUnit? { self.cell.withValue { $0.flash[lun] } }
 
     /// A copy of the statistics of `lun` (nil: no streams there).
     public func statistics(lun: UInt16) -> StreamStatistics? {
@@ -136,9 +157,11 @@ public final class StreamsExtension: SCSIDeviceExtension {
     // MARK: SCSIDeviceExtension
 
     public var commandDescriptors: [CommandDescriptor] {
-        let offered: @Sendable (LogicalUnitConfiguration) -> Bool = { [units = self.units] in units[$0.number] != nil }
-        let offered32: @Sendable (LogicalUnitConfiguration) -> Bool = { [units = self.units] in
-            units[$0.number]?.settings.writeStream32 == true
+        let offered: @Sendable (LogicalUnitConfiguration) -> Bool = { [cell = self.cell] lu in
+            cell.withValue { $0.units[lu.number] } != nil
+        }
+        let offered32: @Sendable (LogicalUnitConfiguration) -> Bool = { [cell = self.cell] lu in
+            cell.withValue { $0.units[lu.number] }?.settings.writeStream32 == true
         }
         let writeFlags: CommandFlags = [.writesMedium, .modifiesUnderPersistentReservation]
         return [
@@ -204,10 +227,10 @@ public final class StreamsExtension: SCSIDeviceExtension {
     }
 
     public func didAccessMedium(_ access: MediumAccess) {
-        if access.kind == .write, let flash = self.flash[access.lun] {
+        if access.kind == .write, let flash = self.flashUnit(lun: access.lun) {
             flash.write(lba: access.lba, blocks: access.blocks, stream: Int(access.groupNumber))
         }
-        guard let unit = self.units[access.lun] else { return }
+        guard let unit = self.unit(lun: access.lun) else { return }
         unit.record(access.kind == .read ? .read : .write, stream: nil, group: access.groupNumber,
                     blocks: access.blocks, bytes: access.bytes)
     }
@@ -330,7 +353,7 @@ extension StreamsExtension {
                     try unit.write(dataOut, byteCount: byteCount, lba: lba, durable: durable)
                 }
                 streams.record(.write, stream: id, group: group, blocks: count, bytes: byteCount)
-                self.flash[unit.number]?.write(lba: lba, blocks: UInt64(byteCount / unit.blockSize), stream: Int(id))
+                self.flashUnit(lun: unit.number)?.write(lba: lba, blocks: UInt64(byteCount / unit.blockSize), stream: Int(id))
             }
             return CommandReply(dataIn: nil, transferLength: expected)
         }

@@ -110,7 +110,7 @@ enum FuzzTarget: String, CaseIterable {
         let copy = CopyOffloadExtension(targetName: name, registry: CopyUnitRegistry())
         let device = SCSITargetDevice(configuration: TargetDeviceConfiguration(targetName: name, logicalUnits: units),
                                       stores: stores, extensions: [copy])
-        copy.register(device: device, stores: stores)
+        copy.register(device: device)
         return device
     }
 

@@ -1,6 +1,6 @@
 //
-// The command-line tool: `iscsi-target serve` (the default), `iscsi-target check-config` and
-// `iscsi-target status`.
+// The command-line tool: `iscsi-target serve` (the default), `iscsi-target check-config`,
+// `iscsi-target status`, and the runtime changes `lun add|remove`, `tokens` and `save`.
 //
 import ArgumentParser
 import Foundation
@@ -12,7 +12,7 @@ struct ISCSITargetCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "iscsi-target",
         abstract: "An iSCSI target emulator with file-backed LUNs.",
-        subcommands: [Serve.self, CheckConfig.self, Status.self],
+        subcommands: [Serve.self, CheckConfig.self, Status.self, LUN.self, Tokens.self, Save.self],
         defaultSubcommand: Serve.self)
 }
 

@@ -9,14 +9,7 @@ struct Status: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the running server: sessions, LUNs, copies in flight, ROD tokens, streams.")
 
-    @Option(help: "The target definition the server was started with (to find its state folder).")
-    var config: String = "Targets/default.toml"
-
-    @Option(help: "The server's state folder (as given to serve --state-dir).")
-    var stateDir: String?
-
-    @Option(help: "The control socket (default: <state folder>/control.sock).")
-    var socket: String?
+    @OptionGroup var control: ControlOptions
 
     @Flag(help: "Print JSON (one document per refresh) instead of tables.")
     var json = false
@@ -24,20 +17,8 @@ struct Status: ParsableCommand {
     @Option(help: "Refresh every N seconds until interrupted.")
     var watch: Double?
 
-    func socketPath() throws -> String {
-        if let socket { return socket }
-        if let stateDir { return (stateDir as NSString).appendingPathComponent("control.sock") }
-        do {
-            let configuration = try ServerConfiguration.load(path: config)
-            guard let path = configuration.controlSocketPath else { throw ValidationError("no control socket configured") }
-            return path
-        } catch {
-            throw ValidationError("cannot find the control socket: \(error); give --socket or --state-dir")
-        }
-    }
-
     func run() throws {
-        let path = try socketPath()
+        let path = try control.socketPath()
         repeat {
             guard let reply = ControlSocket.request("status", path: path) else {
                 FileHandle.standardError.write(Data("iscsi-target status: no server answers on \(path)\n".utf8))
@@ -79,6 +60,10 @@ enum StatusReport {
         for target in s.targets {
             out.append("")
             out.append("target \(target.name)\(target.alias.map { " (\($0))" } ?? "") tpgt \(target.portalGroup)")
+            if let limits = target.tokenLimits {
+                out.append("  ROD tokens: at most \(limits.maxTokens), inactivity timeout \(limits.defaultInactivityTimeout) s "
+                           + "(at most \(limits.maxInactivityTimeout) s), default type \(limits.defaultRODType)")
+            }
             for lun in target.luns {
                 var line = "  lun \(lun.number): \(lun.file)  \(bytes(lun.bytes)), \(lun.blockSize)-byte blocks, \(lun.cache)"
                 if lun.thin { line += ", thin" }

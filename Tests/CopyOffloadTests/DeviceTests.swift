@@ -41,7 +41,7 @@ struct DeviceFixture {
         copy = CopyOffloadExtension(targetName: Self.target, registry: registry, limits: CopyLimits(chunkSize: chunkSize))
         device = SCSITargetDevice(configuration: TargetDeviceConfiguration(targetName: Self.target, logicalUnits: units),
                                   stores: stores, extensions: [copy])
-        copy.register(device: device, stores: stores)
+        copy.register(device: device)
     }
 
     func run(_ cdb: [UInt8], lun: UInt16 = 0, dataOut: [UInt8]? = nil, edtl: Int = 4096) -> SCSIResponse {

@@ -194,10 +194,10 @@ final class ISCSIClient: @unchecked Sendable {
 
     /// Runs a libiscsi synchronous command, checks for GOOD status, hands the task to `body`,
     /// and frees it.
-    private func command<T>(_ operation: String,
+    private func command<T>(_ operation: String, retryingUnitAttention: Bool = true,
                             _ issue: () -> UnsafeMutablePointer<scsi_task>?,
                             _ body: (UnsafeMutablePointer<scsi_task>) throws -> T) throws -> T {
-        var attempt = 0
+        var attempt = retryingUnitAttention ? 0 : 4
         var issued = issue()
         // A unit attention (e.g. power on / reset, 06/29/xx, reported once per I_T nexus and LUN)
         // is retried a few times, as every initiator does; a persistent one is reported.
@@ -294,6 +294,11 @@ final class ISCSIClient: @unchecked Sendable {
 
     func testUnitReady(lun: Int32) throws {
         try command("TEST UNIT READY", { iscsi_testunitready_sync(context, lun) }) { _ in () }
+    }
+
+    /// TEST UNIT READY once: a unit attention is reported, not retried.
+    func testUnitReadyOnce(lun: Int32) throws {
+        try command("TEST UNIT READY", retryingUnitAttention: false, { iscsi_testunitready_sync(context, lun) }) { _ in () }
     }
 
     /// Any CDB: `dataOut` is sent (write direction) or up to `dataInLength` bytes are read.
