@@ -34,6 +34,24 @@ public final class CopyManager: Sendable {
     let running = Mutex<[UInt64: RunningCopy]>([:])
     let nextCopyNumber = Atomic<UInt64>(0)
 
+    /// Who hears of every copy's end (the server logs one line per copy).
+    private let observers = Mutex<[@Sendable (CopyReport) -> Void]>([])
+
+    /// Calls `observer` after every EXTENDED COPY, POPULATE TOKEN and WRITE USING TOKEN ends.
+    public func observe(_ observer: @escaping @Sendable (CopyReport) -> Void) {
+        self.observers.withLock { $0.append(observer) }
+    }
+
+    func report(_ command: CopyCommandKind, _ key: CopyListKey, outcome: CopyOutcome, bytes: UInt64,
+                started: NIODeadline?) {
+        let observers = self.observers.withLock { $0 }
+        guard !observers.isEmpty else { return }
+        let report = CopyReport(command: command, unit: key.unit, initiatorPort: key.initiatorPort, listID: key.listID,
+                                outcome: outcome, bytes: bytes,
+                                duration: started.map { self.clock() - $0 })
+        for observer in observers { observer(report) }
+    }
+
     struct RunningCopy: Sendable {
         var initiatorPort: String
         var targetPort: String
@@ -81,6 +99,7 @@ public final class CopyManager: Sendable {
             throw .copyAborted(CopyError.unreachableCopyTarget, segment: 0, byte: nil)
         }
         receiving.record { $0.operations += 1 }
+        let started = self.clock()
         let key = CopyListKey(initiatorPort: nexus.initiatorPortName, targetPort: nexus.targetPortName,
                               unit: unitID, listID: list.listID)
         let tracked: Bool
@@ -139,12 +158,13 @@ public final class CopyManager: Sendable {
             }
         } catch {
             receiving.record { $0.failedOperations += 1 }
+            let outcome: CopyOutcome = error.sense.map { .failed($0) } ?? .aborted
             if tracked {
-                let outcome: CopyOutcome = error.sense.map { .failed($0) } ?? .aborted
                 self.table.withLock {
                     $0.finish(key, outcome, segmentsProcessed: segmentsDone, bytesTransferred: bytesDone, now: self.clock())
                 }
             }
+            self.report(.extendedCopy(format), key, outcome: outcome, bytes: bytesDone, started: started)
             throw error
         }
         if tracked {
@@ -152,6 +172,7 @@ public final class CopyManager: Sendable {
                 $0.finish(key, .completed, segmentsProcessed: segmentsDone, bytesTransferred: bytesDone, now: self.clock())
             }
         }
+        self.report(.extendedCopy(format), key, outcome: .completed, bytes: bytesDone, started: started)
     }
 
     struct Step {

@@ -45,12 +45,32 @@ public enum CopyOutcome: Sendable, Equatable {
 }
 
 /// The command that started a copy operation.
-public enum CopyCommandKind: Sendable, Equatable {
+/// The end of one copy command, as `CopyManager.observe` reports it.
+public struct CopyReport: Sendable {
+    public var command: CopyCommandKind
+    /// The logical unit that received the command.
+    public var unit: CopyUnitID
+    public var initiatorPort: String
+    public var listID: UInt32
+    public var outcome: CopyOutcome
+    public var bytes: UInt64
+    public var duration: TimeAmount?
+}
+
+public enum CopyCommandKind: Sendable, Equatable, CustomStringConvertible {
     case extendedCopy(ExtendedCopyFormat)
     case populateToken
     case writeUsingToken
 
     /// Its service action (RESPONSE TO SERVICE ACTION in the LID4 status).
+    public var description: String {
+        switch self {
+        case .extendedCopy(let format): format == .lid1 ? "EXTENDED COPY(LID1)" : "EXTENDED COPY(LID4)"
+        case .populateToken: "POPULATE TOKEN"
+        case .writeUsingToken: "WRITE USING TOKEN"
+        }
+    }
+
     public var serviceAction: UInt8 {
         switch self {
         case .extendedCopy(let format): format.serviceAction
@@ -86,6 +106,8 @@ public struct CopyOperation: Sendable, Equatable {
     public var background = false
     /// Progress reports so far (OPERATION COUNTER).
     public var statusUpdates: UInt16 = 0
+    /// When the copy began (for the log line at its end).
+    public var started: NIODeadline?
 }
 
 public struct CopyOperationTable: Sendable {
@@ -116,6 +138,7 @@ public struct CopyOperationTable: Sendable {
         if running >= self.maximumRunning { throw .operationInProgress }
         var operation = CopyOperation(key: key, kind: kind, usage: usage, state: .running(abortRequested: false),
                                       segmentsProcessed: 0, bytesTransferred: 0)
+        operation.started = now
         configure(&operation)
         self.operations[key] = operation
         return true

@@ -187,10 +187,13 @@ extension CopyManager {
     /// Records the end of a token operation; `bytes` nil: what its progress reports said.
     private func finish(_ key: CopyListKey, _ outcome: CopyOutcome, bytes: UInt64?) {
         let now = self.clock()
-        self.table.withLock { table in
-            let done = bytes ?? table.operations[key]?.bytesTransferred ?? 0
+        let ended = self.table.withLock { table -> (CopyCommandKind, UInt64, NIODeadline?)? in
+            guard let operation = table.operations[key], case .running = operation.state else { return nil }
+            let done = bytes ?? operation.bytesTransferred
             table.finish(key, outcome, segmentsProcessed: 0, bytesTransferred: done, now: now)
+            return (operation.kind, done, operation.started)
         }
+        if let (kind, done, started) = ended { self.report(kind, key, outcome: outcome, bytes: done, started: started) }
     }
 
     // MARK: POPULATE TOKEN

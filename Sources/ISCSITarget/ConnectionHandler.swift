@@ -45,6 +45,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     /// A resource limit refuses this connection: its first Login Request gets this status.
     private var refusal: LoginStatus?
     private var loginTimer: Scheduled<Void>?
+    /// Task management requests waiting for their response (for the one log line per function).
+    private var taskManagementRequests: [UInt32: TaskManagementRequest] = [:]
 
     init(context: TargetContext) {
         self.context = context
@@ -212,6 +214,7 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             state = .login(login)
             handleLogin(action, login: login, context: context)
         case .fullFeature:
+            if case .taskManagement(let request) = decoded { self.taskManagementRequests[request.initiatorTaskTag] = request }
             perform(withMachine { $0.receive(decoded, header: raw.header, now: .now()) } ?? [], context: context)
         }
     }
@@ -320,10 +323,26 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     // MARK: Actions
 
+    /// One line per task management function, when its response goes out.
+    private func logTaskManagement(_ response: TaskManagementResponse) {
+        guard let request = self.taskManagementRequests.removeValue(forKey: response.initiatorTaskTag) else { return }
+        let function = TaskManagementFunctionCode(rawValue: request.function).map { "\($0)" } ?? "function \(request.function)"
+        let outcome = TaskManagementResponseCode(rawValue: response.response).map { "\($0)" } ?? "\(response.response)"
+        var metadata: Logger.Metadata = [
+            "iscsi.tmf": "\(function)", "iscsi.tmf.response": "\(outcome)",
+            "scsi.lun": "\(SCSICommand.lunNumber(of: request.lun).map { "\($0)" } ?? String(request.lun, radix: 16))",
+        ]
+        if request.function == TaskManagementFunctionCode.abortTask.rawValue {
+            metadata["iscsi.referenced_itt"] = "\(String(request.referencedTaskTag, radix: 16))"
+        }
+        logger.info("task management", metadata: metadata)
+    }
+
     private func perform(_ actions: [SessionAction], context: ChannelHandlerContext) {
         for action in actions {
             switch action {
             case .send(let pdu):
+                if case .taskManagementResponse(let response) = pdu { logTaskManagement(response) }
                 write(pdu, context: context)
             case .execute(let itt, let token, let dataOut):
                 execute(itt: itt, token: token, dataOut: dataOut, context: context)

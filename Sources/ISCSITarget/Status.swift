@@ -180,12 +180,7 @@ extension TargetServer {
             if let manager = part?.copy.manager {
                 copiesRunning += manager.runningCopies
                 for operation in manager.trackedOperationsInFlight {
-                    let command: String
-                    switch operation.kind {
-                    case .extendedCopy(let format): command = format == .lid1 ? "EXTENDED COPY(LID1)" : "EXTENDED COPY(LID4)"
-                    case .populateToken: command = "POPULATE TOKEN"
-                    case .writeUsingToken: command = "WRITE USING TOKEN"
-                    }
+                    let command = operation.kind.description
                     copies.append(CopyStatus(target: target.name, lun: operation.key.unit.lun, listID: operation.key.listID,
                                              command: command, initiator: operation.key.initiatorPort,
                                              background: operation.background, bytesTransferred: operation.bytesTransferred))

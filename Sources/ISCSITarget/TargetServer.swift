@@ -286,6 +286,7 @@ public final class TargetServer: @unchecked Sendable {
                                                          logicalUnits: units),
                 stores: stores, extensions: [copyOffload, streams])
             copyOffload.register(device: device)
+            copyOffload.manager.observe(Self.copyLogger(self.logger))
             devices[target.name] = device
             self.extensions[target.name] = (copyOffload, streams)
         }
@@ -425,6 +426,27 @@ public final class TargetServer: @unchecked Sendable {
                     "flash.block_erases": "\(report.blockErases)",
                     "flash.write_amplification": "\((report.writeAmplification * 1000).rounded() / 1000)",
                 ])
+            }
+        }
+    }
+
+    /// One log line per copy command that ended: what, where, who, how much, how it ended.
+    static func copyLogger(_ logger: Logger) -> @Sendable (CopyReport) -> Void {
+        { report in
+            var metadata: Logger.Metadata = [
+                "copy.command": "\(report.command)", "iscsi.target": "\(report.unit.targetName)",
+                "scsi.lun": "\(report.unit.lun)", "copy.list_id": "\(report.listID)",
+                "iscsi.initiator": "\(report.initiatorPort)", "copy.bytes": "\(report.bytes)",
+            ]
+            if let duration = report.duration { metadata["copy.ms"] = "\(duration.nanoseconds / 1_000_000)" }
+            switch report.outcome {
+            case .completed, .completedWithPartialTokenUsage:
+                logger.info("copy completed", metadata: metadata)
+            case .failed(let sense):
+                metadata["scsi.sense"] = "\(sense.key) \(sense.code)"
+                logger.info("copy failed", metadata: metadata)
+            case .aborted:
+                logger.info("copy aborted", metadata: metadata)
             }
         }
     }

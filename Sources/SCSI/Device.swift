@@ -266,7 +266,7 @@ extension SCSIResponse {
 
 extension SCSICommand {
     /// `lunNumber` for a bare LUN field (task management).
-    static func lunNumber(of lunField: UInt64) -> UInt16? {
+    public static func lunNumber(of lunField: UInt64) -> UInt16? {
         SCSICommand(lunField: lunField, cdb: [], expectedDataTransferLength: 0, direction: .none,
                     nexus: ITNexus(initiatorPortName: "", targetPortName: "", id: 0)).lunNumber
     }

@@ -296,6 +296,11 @@ final class ISCSIClient: @unchecked Sendable {
         try command("TEST UNIT READY", { iscsi_testunitready_sync(context, lun) }) { _ in () }
     }
 
+    /// LOGICAL UNIT RESET; throws unless the target answers FUNCTION COMPLETE.
+    func lunReset(lun: UInt32) throws {
+        guard iscsi_task_mgmt_lun_reset_sync(context, lun) == 0 else { throw libraryError("LOGICAL UNIT RESET") }
+    }
+
     /// TEST UNIT READY once: a unit attention is reported, not retried.
     func testUnitReadyOnce(lun: Int32) throws {
         try command("TEST UNIT READY", retryingUnitAttention: false, { iscsi_testunitready_sync(context, lun) }) { _ in () }

@@ -2,6 +2,7 @@
 
 import Foundation
 import ISCSITarget
+import Logging
 import Testing
 
 #if canImport(Glibc)
@@ -36,8 +37,83 @@ func httpGet(port: Int, path: String) -> (String, String)? {
     return (statusLine, String(text[split.upperBound...]))
 }
 
+/// Keeps every log line (message and metadata) for tests that read the log.
+final class CapturedLog: @unchecked Sendable {
+    private let lock = NSLock()
+    private var lines: [(message: String, metadata: [String: String])] = []
+
+    func append(_ message: String, _ metadata: [String: String]) {
+        lock.lock(); defer { lock.unlock() }
+        lines.append((message, metadata))
+    }
+
+    func entries(_ message: String) -> [[String: String]] {
+        lock.lock(); defer { lock.unlock() }
+        return lines.filter { $0.message == message }.map(\.metadata)
+    }
+
+    var logger: Logger {
+        Logger(label: "test") { _ in CapturingHandler(log: self) }
+    }
+
+    struct CapturingHandler: LogHandler {
+        let log: CapturedLog
+        var metadata: Logger.Metadata = [:]
+        var logLevel: Logger.Level = .info
+        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+            get { metadata[key] }
+            set { metadata[key] = newValue }
+        }
+        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
+                 file: String, function: String, line: UInt) {
+            let all = self.metadata.merging(metadata ?? [:]) { $1 }
+            self.log.append("\(message)", all.mapValues { "\($0)" })
+        }
+    }
+}
+
 @Suite("Operability over iSCSI", .timeLimit(.minutes(3)))
 struct OperabilityTests {
+    @Test("the log has one line per task management function and one per copy command, with what and how it ended")
+    func taskManagementAndCopyLines() async throws {
+        let directory = try makeStateDirectory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let log = CapturedLog()
+        let configuration = try ServerConfiguration.parse(toml: smallDefinition, stateDirectory: directory, listen: "127.0.0.1:0")
+        let server = TargetServer(configuration: configuration, logger: log.logger)
+        try await server.start()
+        let portal = "127.0.0.1:\(server.boundPort)"
+        do {
+            try await onThread("tmf and copy") { checks in
+                let client = try ISCSIClient()
+                try client.login(portal: portal, target: integrationIQN)
+                try client.lunReset(lun: 1)
+                let page = try client.scsiCommand(lun: 1, cdb: vpd83CDB, dataInLength: 256)
+                guard let naa = naaDesignator(page) else { checks.record("no NAA designator"); return }
+                let (cdb, list) = extendedCopyLID1(listID: 9, usage: 0, cscds: [identificationCSCD(naa)],
+                                                   segments: [blockSegment(source: 0xFFFF, destination: 0, blocks: 16,
+                                                                           sourceLBA: 0, destinationLBA: 0)])
+                _ = try client.scsiCommand(lun: 0, cdb: cdb, dataOut: list)
+                try client.logout()
+            }
+        } catch {
+            try? await server.stop()
+            throw error
+        }
+        try await server.stop()
+        let tmf = log.entries("task management")
+        #expect(tmf.count == 1)
+        #expect(tmf.first?["iscsi.tmf"] == "logicalUnitReset")
+        #expect(tmf.first?["iscsi.tmf.response"] == "functionComplete")
+        #expect(tmf.first?["scsi.lun"] == "1")
+        let copies = log.entries("copy completed")
+        #expect(copies.count == 1)
+        #expect(copies.first?["copy.command"] == "EXTENDED COPY(LID1)")
+        #expect(copies.first?["copy.bytes"] == "8192")
+        #expect(copies.first?["copy.list_id"] == "9")
+        #expect(copies.first?["scsi.lun"] == "0")
+    }
+
     @Test("GET /metrics during I/O: valid Prometheus text with non-zero counters per LU and opcode")
     func metrics() async throws {
         let toml = smallDefinition.replacingOccurrences(of: "state_dir = \"state\"",
