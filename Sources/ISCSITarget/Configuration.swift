@@ -125,6 +125,34 @@ public struct ServerConfiguration: Sendable {
 
     public static let defaultListen = "127.0.0.1:3260"
 
+    /// Every key the parser accepts, by table ("" is the root; "chap" is `[target.chap]` and
+    /// `[discovery.chap]`). Docs/configuration.md is checked against this list by a test.
+    public static let knownKeys: [String: Set<String>] = [
+        "": ["server", "target", "discovery"],
+        "server": [
+            "listen", "advertise", "state_dir", "command_window", "nop_interval", "max_sessions",
+            "max_connections_per_address", "login_timeout", "metrics",
+        ],
+        "discovery": ["chap"],
+        "chap": ["user", "secret", "secret_file", "mutual_user", "mutual_secret", "mutual_secret_file"],
+        "target": ["name", "alias", "portal_group", "lun", "copy", "tokens", "chap", "allowed_initiators"],
+        "target.lun": [
+            "number", "file", "size", "block_size", "cache", "read_only", "thin", "non_rotational", "vendor", "product",
+            "serial", "max_streams", "permanent_streams", "optimal_stream_write_size", "stream_granularity_size",
+            "write_stream_32", "read_write_32", "removable", "sanitize_seconds", "persist_reservations",
+            "allowed_initiators", "flash_model", "flash_page_size", "flash_erase_block", "flash_over_provisioning",
+        ],
+        "target.copy": [
+            "max_cscd_descriptors", "max_segment_descriptors", "max_descriptor_list_length", "max_segment_length",
+            "max_concurrent_copies", "held_results_seconds",
+        ],
+        "target.tokens": [
+            "default_inactivity_timeout", "max_inactivity_timeout", "max_tokens", "max_token_transfer_size",
+            "optimal_transfer_count", "max_range_descriptors", "default_rod_type", "tombstone_seconds",
+            "accept_ddpt_range_layout",
+        ],
+    ]
+
     /// Parse `host:port` (IPv6 in brackets). Port 0 asks for an ephemeral port.
     public static func parseHostPort(_ s: String) -> (String, Int)? {
         if s.hasPrefix("[") {
@@ -233,8 +261,7 @@ public struct ServerConfiguration: Sendable {
 
         /// `[target.copy]`: EXTENDED COPY limits (see Docs/copy-offload.md).
         func parseCopyLimits(_ copy: TOMLTable, path: String, section: LineLocator.Section) -> CopyLimits {
-            checkKeys(copy, allowed: ["max_cscd_descriptors", "max_segment_descriptors", "max_descriptor_list_length",
-                                      "max_segment_length", "max_concurrent_copies", "held_results_seconds"],
+            checkKeys(copy, allowed: Self.knownKeys["target.copy"]!,
                       path: path, section: section)
             func integer(_ key: String, _ range: ClosedRange<Int>) -> Int? {
                 integerValue(copy, key, range, path: path, section: section)
@@ -262,9 +289,7 @@ public struct ServerConfiguration: Sendable {
 
         /// `[target.tokens]`: POPULATE TOKEN / WRITE USING TOKEN limits (see Docs/copy-offload.md).
         func parseTokenLimits(_ tokens: TOMLTable, path: String, section: LineLocator.Section) -> RODTokenLimits {
-            checkKeys(tokens, allowed: ["default_inactivity_timeout", "max_inactivity_timeout", "max_tokens",
-                                        "max_token_transfer_size", "optimal_transfer_count", "max_range_descriptors",
-                                        "default_rod_type", "tombstone_seconds", "accept_ddpt_range_layout"],
+            checkKeys(tokens, allowed: Self.knownKeys["target.tokens"]!,
                       path: path, section: section)
             func integer(_ key: String, _ range: ClosedRange<Int>) -> Int? {
                 integerValue(tokens, key, range, path: path, section: section)
@@ -310,7 +335,7 @@ public struct ServerConfiguration: Sendable {
                 issue(path, "must be a table", section: section)
                 return nil
             }
-            checkKeys(chap, allowed: ["user", "secret", "secret_file", "mutual_user", "mutual_secret", "mutual_secret_file"],
+            checkKeys(chap, allowed: Self.knownKeys["chap"]!,
                       path: path, section: section)
             func name(_ key: String) -> String? {
                 guard let v = chap[key] else { return nil }
@@ -396,11 +421,11 @@ public struct ServerConfiguration: Sendable {
             return result
         }
 
-        checkKeys(root, allowed: ["server", "target", "discovery"], path: "", section: .root)
+        checkKeys(root, allowed: Self.knownKeys[""]!, path: "", section: .root)
         var discoveryCHAP: CHAPAccount?
         if let value = root["discovery"] {
             if let discovery = value.table {
-                checkKeys(discovery, allowed: ["chap"], path: "discovery", section: .table("[discovery]"))
+                checkKeys(discovery, allowed: Self.knownKeys["discovery"]!, path: "discovery", section: .table("[discovery]"))
                 if let chap = discovery["chap"] {
                     discoveryCHAP = parseCHAP(chap, path: "discovery.chap", section: .table("[discovery.chap]"))
                 }
@@ -411,8 +436,7 @@ public struct ServerConfiguration: Sendable {
         let server = root["server"]?.table
         if root["server"] != nil && server == nil { issue("server", "must be a table") }
         if let server {
-            checkKeys(server, allowed: ["listen", "advertise", "state_dir", "command_window", "nop_interval",
-                                        "max_sessions", "max_connections_per_address", "login_timeout", "metrics"],
+            checkKeys(server, allowed: Self.knownKeys["server"]!,
                       path: "server", section: .server)
         }
 
@@ -474,7 +498,7 @@ public struct ServerConfiguration: Sendable {
                 issue(tpath, "must be a table", section: section)
                 continue
             }
-            checkKeys(t, allowed: ["name", "alias", "portal_group", "lun", "copy", "tokens", "chap", "allowed_initiators"],
+            checkKeys(t, allowed: Self.knownKeys["target"]!,
                       path: tpath, section: section)
             var chap: CHAPAccount?
             if let value = t["chap"] {
@@ -523,12 +547,7 @@ public struct ServerConfiguration: Sendable {
                     issue(lpath, "must be a table", section: ls)
                     continue
                 }
-                checkKeys(l, allowed: ["number", "file", "size", "block_size", "cache", "read_only", "thin",
-                                       "non_rotational", "vendor", "product", "serial", "max_streams",
-                                       "permanent_streams", "optimal_stream_write_size", "stream_granularity_size", "write_stream_32",
-                                       "read_write_32",
-                                       "removable", "sanitize_seconds", "persist_reservations", "allowed_initiators",
-                                       "flash_model", "flash_page_size", "flash_erase_block", "flash_over_provisioning"],
+                checkKeys(l, allowed: Self.knownKeys["target.lun"]!,
                           path: lpath, section: ls)
                 var number: UInt16 = 0
                 if let n = l["number"]?.int, (0...16383).contains(n) {
