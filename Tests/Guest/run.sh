@@ -28,6 +28,9 @@
 #   GUEST_SKIP             comma-separated checks the guest skips (e.g. sg_opcodes)
 #   GUEST_ONLY             comma-separated scenario names to run (default all)
 #   GUEST_SKIP_BUILD=1     do not run swift build
+#   GUEST_HOSTREQ          1 (default for the project's target): carry out the guest's requests to
+#                          change the running target (scenario runtime-luns, via iscsi-target
+#                          lun add/remove, tokens, save on GUEST_STATE_DIR/control.sock); 0: refuse
 #   GUEST_READY_TIMEOUT    seconds until the guest's "harness ready" marker (default 300; retried once)
 #   GUEST_SUITE_TIMEOUT    seconds for a whole boot (default 900); GUEST_SCENARIO_TIMEOUT per scenario (180)
 set -euo pipefail
@@ -42,22 +45,29 @@ source "$GUEST_DIR/lib/initramfs.sh"
 # shellcheck source=lib/target.sh
 source "$GUEST_DIR/lib/target.sh"
 
-# boot_guest VMLINUZ INITRD CONSOLE RESULTS : run one guest; sets boot_status (done | timeout |
-# not-ready | exited) and ready_after (seconds until the ready marker).
+# boot_guest VMLINUZ INITRD CONSOLE RESULTS HOSTREQ : run one guest; sets boot_status (done |
+# timeout | not-ready | exited) and ready_after (seconds until the ready marker). HOSTREQ is the
+# base name of the guest's third serial port (ttyS2, `-serial pipe:`): HOSTREQ.in is a FIFO
+# the host writes the answers to host requests to, HOSTREQ.out a file (the guest sends nothing
+# on it; requests arrive on ttyS1 with the RESULT lines).
 boot_guest() {
-    local vmlinuz=$1 initrd=$2 console=$3 results=$4 qpid t0 seen=0 now append
-    : > "$console"; : > "$results"
+    local vmlinuz=$1 initrd=$2 console=$3 results=$4 hostreq=$5 qpid t0 seen=0 now append
+    : > "$console"; : > "$results"; : > "$hostreq.out"; : > "$hostreq.log"
+    rm -f "$hostreq.in" && mkfifo "$hostreq.in"
+    exec {hostreq_fd}<> "$hostreq.in"     # read-write: opening never blocks, writes never block
     append="console=ttyS0 quiet panic=-1 guest.host=10.0.2.2 guest.port=$GUEST_PORT"
     append+=" guest.iqn=$GUEST_TARGET_IQN guest.luns=$GUEST_LUNS guest.lunbytes=$GUEST_LUN_BYTES"
     append+=" guest.bs=$GUEST_BLOCK_SIZE guest.discovery=$GUEST_DISCOVERY"
     append+=" guest.timeout=$GUEST_SCENARIO_TIMEOUT"
     [[ -n ${GUEST_SKIP:-} ]] && append+=" guest.skip=$GUEST_SKIP"
     [[ -n ${GUEST_ONLY:-} ]] && append+=" guest.only=$GUEST_ONLY"
+    [[ $GUEST_HOSTREQ == 1 ]] && append+=" guest.hostreq=1"
     t0=$SECONDS
     qemu-system-x86_64 -machine pc,accel=tcg -m 1024 -smp 2 -display none -monitor none \
         -no-reboot -kernel "$vmlinuz" -initrd "$initrd" -append "$append" \
         -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
-        -serial "file:$console" -serial "file:$results" < /dev/null > "$console.qemu" 2>&1 &
+        -serial "file:$console" -serial "file:$results" -serial "pipe:$hostreq" \
+        < /dev/null > "$console.qemu" 2>&1 &
     qpid=$!
     ready_after=""
     boot_status=exited
@@ -72,6 +82,7 @@ boot_guest() {
         while IFS= read -r line; do
             seen=$((seen + 1))
             [[ $line == RESULT* ]] && printf '  %s\n' "$line" | tr -d '\r'
+            [[ $line == HOSTREQ* ]] && host_request "${line%$'\r'}" "$hostreq.log" >&"$hostreq_fd"
         done < <(tail -n "+$((seen + 1))" "$results")
         if [[ -z $ready_after && $now -ge $GUEST_READY_TIMEOUT ]]; then
             boot_status=not-ready; break
@@ -89,7 +100,71 @@ boot_guest() {
         [[ -z $ready_after ]] && boot_status=not-ready
     fi
     wait "$qpid" 2>/dev/null || true
+    exec {hostreq_fd}>&-
+    rm -f "$hostreq.in"
     guest_seconds=$((SECONDS - t0))
+}
+
+# host_request "HOSTREQ ID ACTION ARGS..." LOG : carry out a guest's request to change the
+# running target (scenario runtime-luns) and print the answer line "HOSTREP ID STATUS MESSAGE"
+# (STATUS 0 = done). Only these actions run, with checked arguments, through the target's
+# control socket in GUEST_STATE_DIR:
+#   lun-add N SIZE [KEY=VALUE...]  iscsi-target lun add (file runtime-lunN.img in the state dir)
+#   lun-remove N                   iscsi-target lun remove
+#   tokens KEY=VALUE...            iscsi-target tokens --set ...
+#   save NAME.toml                 iscsi-target save --output STATE/NAME.toml, then check-config
+#                                  of it; answers its verdict, the LUNs of the first target and its
+#                                  [target.tokens] max_inactivity_timeout line
+host_request() {
+    local id action out rc=0 kv number size file
+    local -a words cmd sets=()
+    read -r -a words <<< "$1"
+    id=${words[1]:-} action=${words[2]:-}
+    words=("${words[@]:3}")
+    [[ $id =~ ^[A-Za-z0-9_.-]{1,40}$ ]] || { echo "HOSTREQ without a valid id: $1" >> "$2"; return 0; }
+    refuse() { out=$*; rc=2; }
+    cmd=("$GUEST_TARGET_BIN")
+    for kv in "${words[@]}"; do
+        [[ $kv =~ ^[a-z_]+=[A-Za-z0-9_.-]+$ ]] && sets+=(--set "$kv")
+    done
+    if [[ $GUEST_HOSTREQ != 1 ]]; then
+        refuse "this target takes no runtime changes (GUEST_TARGET=$GUEST_TARGET)"
+    else
+        case $action in
+            lun-add)
+                number=${words[0]:-} size=${words[1]:-}
+                if [[ ! $number =~ ^[0-9]{1,5}$ || ! $size =~ ^[0-9]+(KiB|MiB|GiB)?$ || ${#sets[@]} -ne $((2 * (${#words[@]} - 2))) ]]; then
+                    refuse "usage: lun-add N SIZE [KEY=VALUE...]"
+                else
+                    cmd+=(lun add --number "$number" --file "runtime-lun$number.img" --size "$size" "${sets[@]}")
+                fi ;;
+            lun-remove)
+                number=${words[0]:-}
+                if [[ ! $number =~ ^[0-9]{1,5}$ || ${#words[@]} -ne 1 ]]; then refuse "usage: lun-remove N"
+                else cmd+=(lun remove --number "$number"); fi ;;
+            tokens)
+                if [[ ${#words[@]} -eq 0 || ${#sets[@]} -ne $((2 * ${#words[@]})) ]]; then refuse "usage: tokens KEY=VALUE..."
+                else cmd+=(tokens "${sets[@]}"); fi ;;
+            save)
+                file=${words[0]:-}
+                if [[ ! $file =~ ^[a-z0-9-]{1,40}\.toml$ || ${#words[@]} -ne 1 ]]; then refuse "usage: save NAME.toml"
+                else cmd+=(save --output "$GUEST_STATE_DIR/$file"); fi ;;
+            *) refuse "unknown action '$action' (lun-add, lun-remove, tokens, save)" ;;
+        esac
+    fi
+    if [[ $rc == 0 ]]; then
+        [[ $action == save ]] || cmd+=(--target "$GUEST_TARGET_IQN")
+        cmd+=(--state-dir "$GUEST_STATE_DIR")
+        out=$("${cmd[@]}" 2>&1) || rc=$?
+        if [[ $rc == 0 && $action == save ]]; then
+            out=$("$GUEST_TARGET_BIN" check-config "$GUEST_STATE_DIR/$file" 2>&1) || rc=$?
+            out="$out; luns $(config_luns "$GUEST_STATE_DIR/$file"); $(grep -m 1 -E '^[[:space:]]*max_inactivity_timeout[[:space:]]*=' "$GUEST_STATE_DIR/$file" | sed 's/#.*//' | tr -s ' ')"
+        fi
+    fi
+    out=$(printf '%s' "$out" | tr -s '\r\n\t' '   ' | sed 's/^ *//; s/ *$//')
+    printf '%s\n  -> %s %s\n' "$1" "$rc" "$out" >> "$2"
+    log "host request ${action:-?} ${words[*]}: status $rc, $out"
+    printf 'HOSTREP %s %s %s\n' "$id" "$rc" "$out"
 }
 
 main() {
@@ -127,6 +202,7 @@ main() {
             GUEST_TARGET_IQN=${GUEST_TARGET_IQN:-$(config_iqn "$GUEST_CONFIG")}
             GUEST_LUNS=${GUEST_LUNS:-$(config_luns "$GUEST_CONFIG")}
             GUEST_DISCOVERY=${GUEST_DISCOVERY:-advertised}
+            GUEST_HOSTREQ=${GUEST_HOSTREQ:-1}               # runtime changes over the control socket
             lun_files_default='$(config_lun_files "$GUEST_CONFIG" "$GUEST_STATE_DIR")'
             GUEST_EXTRA_CONFIG=${GUEST_EXTRA_CONFIG-$GUEST_DIR/security-targets.toml}
             if [[ -n $GUEST_EXTRA_CONFIG ]]; then
@@ -144,6 +220,7 @@ main() {
             GUEST_LUNS=${GUEST_LUNS:-1,2}
             GUEST_DISCOVERY=${GUEST_DISCOVERY:-static}      # tgt advertises its own 127.0.0.1
             GUEST_SKIP=${GUEST_SKIP-chap}                    # no CHAP/ACL targets in this preset
+            GUEST_HOSTREQ=0                                  # no control socket: no runtime changes
             lun_files_default='1=$GUEST_STATE_DIR/tgt-lun1.img 2=$GUEST_STATE_DIR/tgt-lun2.img'
             ;;
         *) die "GUEST_TARGET must be swift or tgt" ;;
@@ -176,7 +253,7 @@ main() {
         boot_status=not-started target_ok=1 target_alive_after=0
         for attempt in 1 2; do
             start_target "$LOGS/target-$kver.log" || { target_ok=0; break; }
-            boot_guest "$vmlinuz" "$initrd" "$console" "$results"
+            boot_guest "$vmlinuz" "$initrd" "$console" "$results" "$LOGS/hostreq-$kver"
             target_alive_after=0
             target_alive && target_alive_after=1
             stop_target
@@ -223,7 +300,7 @@ main() {
         echo "== kernel $kver ($GUEST_TARGET target)"
         for l in "${lines[@]}"; do
             echo "RESULT $l"
-            if [[ $l == *" PASS" ]]; then k_pass=$((k_pass + 1)); else k_fail=$((k_fail + 1)); fi
+            if [[ $l =~ ^[^\ ]+\ PASS(\ |$) ]]; then k_pass=$((k_pass + 1)); else k_fail=$((k_fail + 1)); fi
         done
         k_time=$((SECONDS - k_start))
         times="boot to ready ${ready_after:-?}s, guest ${guest_seconds:-?}s, kernel total ${k_time}s"

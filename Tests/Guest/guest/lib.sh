@@ -7,6 +7,7 @@
 #   ISCSI_DISCOVERY        "advertised": log in to the portal SendTargets returns;
 #                          "static": create the node for ISCSI_HOST:ISCSI_PORT by hand
 #   ISCSI_SKIP             names of checks not to run (features the target lacks)
+#   ISCSI_HOSTREQ          1 when the host carries out host_request (the project's target)
 #   SCENARIO_NAME RESULT_FILE  set by /init for each scenario
 
 : "${SCENARIO_NAME:=$(basename "$0" .sh | sed 's/^[0-9]*-//')}"
@@ -105,3 +106,33 @@ need_session() { has_session || fail "no iSCSI session (login failed earlier)"; 
 # now / since T : guest uptime in seconds, and seconds elapsed since T (one decimal).
 now() { cut -d' ' -f1 /proc/uptime; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
+
+# host_request ACTION ARGS... : ask the host harness to change the running target (run.sh,
+# host_request there: lun-add N SIZE [KEY=VALUE...], lun-remove N, tokens KEY=VALUE...,
+# save NAME.toml). The request goes out on ttyS1 with the RESULT lines, the answer
+# "HOSTREP ID STATUS MESSAGE" comes back on ttyS2 (collected by /init in /tmp/hostreplies).
+# Prints the message (also left in /tmp/hostreply) and returns STATUS; 124 when no answer
+# came within 60 s (then at once for later requests: the channel is taken to be down).
+host_request() {
+    [ -z "$hostreq_down" ] || { echo "< host: not asked ($*): no answer to an earlier request"; return 124; }
+    hostreq_n=$((${hostreq_n:-0} + 1))
+    id="$SCENARIO_NAME-$$-$hostreq_n"
+    echo "> host: $*"
+    echo "HOSTREQ $id $*" > /dev/ttyS1
+    i=0
+    while [ $i -lt 300 ]; do
+        reply=$(grep -a "^HOSTREP $id " /tmp/hostreplies 2>/dev/null | head -n 1 | tr -d '\r')
+        if [ -n "$reply" ]; then
+            set -- $reply
+            status=$3
+            echo "$reply" | cut -d' ' -f4- > /tmp/hostreply
+            echo "< host: status $status: $(cat /tmp/hostreply)"
+            return "$status"
+        fi
+        sleep 0.2; i=$((i + 1))
+    done
+    echo "no answer from the host within 60 s" > /tmp/hostreply
+    echo "< host: no answer within 60 s"
+    hostreq_down=1
+    return 124
+}
