@@ -180,6 +180,9 @@ public struct SessionStateMachine: Sendable {
     private enum TaskPhase: Sendable {
         /// Arrived ahead of ExpCmdSN; data may already be gathering.
         case queued(DataCollector?)
+        /// Arrived ahead of ExpCmdSN without room for its unsolicited data: its data is
+        /// dropped, and it is answered BUSY or TASK SET FULL when its turn comes.
+        case queuedWithoutResources
         case collecting(token: any Sendable, DataCollector)
         case executing(r2tCount: UInt32)
         /// Aborted while executing: the result will be dropped.
@@ -228,6 +231,11 @@ public struct SessionStateMachine: Sendable {
     private var retiredTags: [UInt32] = []
     private var lastReceive: NIODeadline
     private var outstandingPing: (tag: UInt32, deadline: NIODeadline)?
+    /// Unsolicited (immediate and unsolicited Data-Out) bytes each live write may make us
+    /// hold, by task tag, and their sum; the runtime accounts the sum against the server's
+    /// budget (`unsolicitedReservation(for:)`, `receive(...unsolicitedDataAdmitted:)`).
+    private var unsolicitedHeld: [UInt32: Int] = [:]
+    public private(set) var heldUnsolicitedBytes = 0
 
     public init(configuration: SessionConfiguration, port: any CommandPort, expCmdSN: UInt32, statSN: UInt32,
                 now: NIODeadline) {
@@ -240,6 +248,28 @@ public struct SessionStateMachine: Sendable {
     }
 
     public var parameters: OperationalParameters { configuration.parameters }
+
+    /// The unsolicited data a SCSI command may make this session hold until it completes:
+    /// its immediate data, and with InitialR2T=No up to FirstBurstLength of its write
+    /// (RFC 7143 §4.2.5.2). 0 for commands without Data-Out.
+    public func unsolicitedReservation(for c: SCSICommandRequest) -> Int {
+        guard c.isWrite, c.expectedDataTransferLength > 0 else { return 0 }
+        let immediate = c.immediateData.readableBytes
+        if parameters.initialR2T { return immediate }
+        return max(immediate, min(parameters.firstBurstLength, Int(c.expectedDataTransferLength)))
+    }
+
+    private mutating func holdUnsolicited(_ c: SCSICommandRequest) {
+        let bytes = unsolicitedReservation(for: c)
+        guard bytes > 0, unsolicitedHeld[c.initiatorTaskTag] == nil else { return }
+        unsolicitedHeld[c.initiatorTaskTag] = bytes
+        heldUnsolicitedBytes += bytes
+    }
+
+    private mutating func releaseUnsolicited(_ itt: UInt32) {
+        guard heldUnsolicitedBytes > 0, let bytes = unsolicitedHeld.removeValue(forKey: itt) else { return }
+        heldUnsolicitedBytes -= bytes
+    }
     public var activeTaskCount: Int { tasks.count }
     public var isClosed: Bool { if case .closed = phase { return true } else { return false } }
 
@@ -339,7 +369,11 @@ public struct SessionStateMachine: Sendable {
         return actions
     }
 
-    public mutating func receive(_ pdu: InitiatorPDU, header: BasicHeaderSegment, now: NIODeadline) -> [SessionAction] {
+    /// `unsolicitedDataAdmitted: false` (a SCSI command only): the runtime has no room for
+    /// the command's unsolicited data; it is answered BUSY or TASK SET FULL in its CmdSN turn
+    /// and its data is dropped (`Docs/security.md`).
+    public mutating func receive(_ pdu: InitiatorPDU, header: BasicHeaderSegment, now: NIODeadline,
+                                 unsolicitedDataAdmitted: Bool = true) -> [SessionAction] {
         lastReceive = now
         var actions: [SessionAction] = []
         if case .closed = phase { return actions }
@@ -378,7 +412,8 @@ public struct SessionStateMachine: Sendable {
                 reject(header, .protocolError, into: &actions)
                 return actions
             }
-            sequence(pdu, cmdSN: c.cmdSN, immediate: c.isImmediate, header: header, into: &actions)
+            sequence(pdu, cmdSN: c.cmdSN, immediate: c.isImmediate, header: header, admitted: unsolicitedDataAdmitted,
+                     into: &actions)
         case .taskManagement(let t):
             if configuration.sessionType == .discovery {
                 reject(header, .protocolError, into: &actions)
@@ -395,15 +430,15 @@ public struct SessionStateMachine: Sendable {
 
     /// CmdSN ordering: immediate PDUs run now; others run in CmdSN order inside the window.
     private mutating func sequence(_ pdu: InitiatorPDU, cmdSN: UInt32, immediate: Bool, header: BasicHeaderSegment,
-                                   into actions: inout [SessionAction])
+                                   admitted: Bool = true, into actions: inout [SessionAction])
     {
         if immediate {
-            deliver(pdu, header: header, into: &actions)
+            deliver(pdu, header: header, admitted: admitted, into: &actions)
             return
         }
         if cmdSN == expCmdSN {
             expCmdSN &+= 1
-            deliver(pdu, header: header, into: &actions)
+            deliver(pdu, header: header, admitted: admitted, into: &actions)
             while let next = queuedByCmdSN.removeValue(forKey: expCmdSN) {
                 expCmdSN &+= 1
                 deliver(next, header: nil, into: &actions)
@@ -418,8 +453,13 @@ public struct SessionStateMachine: Sendable {
         }
         queuedByCmdSN[cmdSN] = pdu
         if case .scsiCommand(let c) = pdu {
-            // Start gathering its unsolicited data already.
-            tasks[c.initiatorTaskTag] = Task(request: c, phase: .queued(makeCollector(c)))
+            if admitted {
+                // Start gathering its unsolicited data already.
+                tasks[c.initiatorTaskTag] = Task(request: c, phase: .queued(makeCollector(c)))
+                holdUnsolicited(c)
+            } else {
+                tasks[c.initiatorTaskTag] = Task(request: c, phase: .queuedWithoutResources)
+            }
         }
     }
 
@@ -441,9 +481,11 @@ public struct SessionStateMachine: Sendable {
             solicitedNextOffset: unsolicitedEnd)
     }
 
-    private mutating func deliver(_ pdu: InitiatorPDU, header: BasicHeaderSegment?, into actions: inout [SessionAction]) {
+    private mutating func deliver(_ pdu: InitiatorPDU, header: BasicHeaderSegment?, admitted: Bool = true,
+                                  into actions: inout [SessionAction])
+    {
         switch pdu {
-        case .scsiCommand(let c): startCommand(c, into: &actions)
+        case .scsiCommand(let c): startCommand(c, admitted: admitted, into: &actions)
         case .nopOut(let n): answerPing(n, into: &actions)
         case .taskManagement(let t): manageTasks(t, into: &actions)
         case .text(let t): answerText(t, header: header, into: &actions)
@@ -454,17 +496,24 @@ public struct SessionStateMachine: Sendable {
 
     // MARK: SCSI commands
 
-    private mutating func startCommand(_ c: SCSICommandRequest, into actions: inout [SessionAction]) {
+    private mutating func startCommand(_ c: SCSICommandRequest, admitted: Bool, into actions: inout [SessionAction]) {
         var collector: DataCollector?
         if let existing = tasks[c.initiatorTaskTag], case .queued(let gathered) = existing.phase {
             collector = gathered
+        } else if !admitted || tasks[c.initiatorTaskTag].map({
+            if case .queuedWithoutResources = $0.phase { return true } else { return false }
+        }) == true {
+            refuseForResources(c, into: &actions)
+            return
         } else {
             collector = makeCollector(c)
+            holdUnsolicited(c)
         }
         tasks[c.initiatorTaskTag] = Task(request: c, phase: .executing(r2tCount: 0))
         switch port.admit(c) {
         case .complete(let result):
             tasks[c.initiatorTaskTag] = nil
+            releaseUnsolicited(c.initiatorTaskTag)
             if let collector, collector.unsolicitedOpen { retire(c.initiatorTaskTag) }
             respond(to: c, result: result, r2tCount: 0, into: &actions)
         case .accept(let token, let dataOutLength):
@@ -481,6 +530,17 @@ public struct SessionStateMachine: Sendable {
             issueR2Ts(c, &collector, into: &actions)
             tasks[c.initiatorTaskTag] = Task(request: c, phase: .collecting(token: token, collector))
         }
+    }
+
+    /// No room for the command's unsolicited data (server budget): SAM's answers for a
+    /// target short of resources, as SCST gives them -- TASK SET FULL while other commands of
+    /// this session are in progress (their completion frees room), BUSY otherwise. The
+    /// command consumed its CmdSN; Data-Out it already sent, or still sends, is dropped.
+    private mutating func refuseForResources(_ c: SCSICommandRequest, into actions: inout [SessionAction]) {
+        tasks[c.initiatorTaskTag] = nil
+        retire(c.initiatorTaskTag)
+        let status: UInt8 = tasks.isEmpty ? 0x08 : 0x28
+        respond(to: c, result: CommandResult(status: status), r2tCount: 0, into: &actions)
     }
 
     /// Keep up to MaxOutstandingR2T R2Ts of at most MaxBurstLength in flight.
@@ -508,6 +568,7 @@ public struct SessionStateMachine: Sendable {
 
     private mutating func failTask(_ itt: UInt32, sense: [UInt8], into actions: inout [SessionAction]) {
         guard let task = tasks.removeValue(forKey: itt) else { return }
+        releaseUnsolicited(itt)
         retire(itt)
         var r2tCount: UInt32 = 0
         if case .collecting(_, let collector) = task.phase { r2tCount = collector.r2tSN }
@@ -524,8 +585,8 @@ public struct SessionStateMachine: Sendable {
         let length = d.data.readableBytes
         let offset = Int(d.bufferOffset)
         switch task.phase {
-        case .executing, .aborted:
-            return  // late data for a task already answered or aborted
+        case .executing, .aborted, .queuedWithoutResources:
+            return  // late data for a task already answered or aborted, or without room
         case .queued(let maybeCollector):
             guard var collector = maybeCollector, d.targetTransferTag == WireConstants.reservedTag else {
                 failTask(itt, sense: TransportSense.unexpectedUnsolicitedData, into: &actions)
@@ -600,12 +661,13 @@ public struct SessionStateMachine: Sendable {
     public mutating func completed(initiatorTaskTag itt: UInt32, result: CommandResult) -> [SessionAction] {
         var actions: [SessionAction] = []
         guard let task = tasks.removeValue(forKey: itt) else { return actions }
+        releaseUnsolicited(itt)
         switch task.phase {
         case .aborted:
             break
         case .executing(let r2tCount):
             respond(to: task.request, result: result, r2tCount: r2tCount, into: &actions)
-        case .queued, .collecting:
+        case .queued, .queuedWithoutResources, .collecting:
             // Completion before execution cannot happen; keep the task table honest.
             respond(to: task.request, result: result, r2tCount: 0, into: &actions)
         }
@@ -753,8 +815,9 @@ public struct SessionStateMachine: Sendable {
                     waitingFor.insert(itt)
                 case .aborted:
                     waitingFor.insert(itt)
-                case .queued, .collecting:
+                case .queued, .queuedWithoutResources, .collecting:
                     tasks[itt] = nil
+                    releaseUnsolicited(itt)
                     retire(itt)
                 }
             }
@@ -894,6 +957,8 @@ public struct SessionStateMachine: Sendable {
     /// The connection went away: every task is dropped.
     public mutating func connectionLost() {
         phase = .closed
+        unsolicitedHeld = [:]
+        heldUnsolicitedBytes = 0
         for itt in tasks.keys {
             if case .executing = tasks[itt]!.phase { tasks[itt]!.phase = .aborted }
         }

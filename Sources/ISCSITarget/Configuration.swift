@@ -122,6 +122,13 @@ public struct ServerConfiguration: Sendable {
     public var definitionPath: String? = nil
     /// Where relative secret files are read from (see `parse`).
     public var definitionBaseDirectory: String? = nil
+    /// Bytes of unsolicited and immediate write data all sessions together may hold (key
+    /// `max_unsolicited_bytes`); 0: no limit. Over it a command is answered BUSY or TASK SET
+    /// FULL (`Docs/security.md`).
+    public var maximumUnsolicitedBytes: Int = 256 << 20
+    /// The smallest non-zero `max_unsolicited_bytes`: four times the largest FirstBurstLength
+    /// the target negotiates, so one session's first command always fits.
+    public static let minimumUnsolicitedBudget = 1 << 20
 
     public static let defaultListen = "127.0.0.1:3260"
 
@@ -131,7 +138,7 @@ public struct ServerConfiguration: Sendable {
         "": ["server", "target", "discovery"],
         "server": [
             "listen", "advertise", "state_dir", "command_window", "nop_interval", "max_sessions",
-            "max_connections_per_address", "login_timeout", "metrics",
+            "max_connections_per_address", "login_timeout", "metrics", "max_unsolicited_bytes",
         ],
         "discovery": ["chap"],
         "chap": ["user", "secret", "secret_file", "mutual_user", "mutual_secret", "mutual_secret_file"],
@@ -484,6 +491,17 @@ public struct ServerConfiguration: Sendable {
         let maximumSessions = serverInteger("max_sessions", 0...65535, "a number of sessions (0: no limit)")
         let maximumPerAddress = serverInteger("max_connections_per_address", 0...65535, "a number of connections (0: no limit)")
         let loginTimeout = serverInteger("login_timeout", 1...3600, "seconds")
+        var unsolicitedBudget: Int?
+        if let v = server?["max_unsolicited_bytes"] {
+            let bytes = v.int.map { $0 >= 0 ? UInt64($0) : nil } ?? v.string.flatMap(parseSize)
+            if let bytes, bytes == 0 || (UInt64(minimumUnsolicitedBudget)...(1 << 40)).contains(bytes) {
+                unsolicitedBudget = Int(bytes)
+            } else {
+                issue("server.max_unsolicited_bytes",
+                      "must be 0 (no limit) or bytes (or a size such as \"256MiB\") from 1MiB to 1TiB",
+                      section: .server, key: "max_unsolicited_bytes")
+            }
+        }
 
         var targets: [TargetDefinition] = []
         var seenNames: Set<String> = []
@@ -666,6 +684,7 @@ public struct ServerConfiguration: Sendable {
         if let maximumSessions { configuration.maximumSessions = maximumSessions }
         if let maximumPerAddress { configuration.maximumConnectionsPerAddress = maximumPerAddress }
         if let loginTimeout { configuration.loginTimeout = loginTimeout }
+        if let unsolicitedBudget { configuration.maximumUnsolicitedBytes = unsolicitedBudget }
         configuration.metricsListen = metrics
         configuration.definitionText = toml
         configuration.definitionBaseDirectory = baseDirectory

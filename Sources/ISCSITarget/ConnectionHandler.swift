@@ -47,6 +47,8 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var loginTimer: Scheduled<Void>?
     /// Task management requests waiting for their response (for the one log line per function).
     private var taskManagementRequests: [UInt32: TaskManagementRequest] = [:]
+    /// What this connection has taken from the server's unsolicited-data budget.
+    private var unsolicitedAccounted = 0
 
     init(context: TargetContext) {
         self.context = context
@@ -120,6 +122,10 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             self.context.connections.close(address)
         }
         blockingWork = nil  // breaks the queue → handler reference once queued work drains
+        if unsolicitedAccounted != 0 {
+            self.context.unsolicitedBudget.adjust(by: -unsolicitedAccounted)
+            unsolicitedAccounted = 0
+        }
         if case .fullFeature(var machine, var session) = state {
             machine.connectionLost()
             if let nexus = session.nexus { session.device?.nexusDidClose(nexus) }
@@ -137,6 +143,11 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
         guard case .fullFeature(var machine, let session) = state else { return nil }
         state = .closed
         let actions = body(&machine)
+        if machine.heldUnsolicitedBytes != unsolicitedAccounted {
+            // Tasks finished (or the command was never taken): give the difference back.
+            self.context.unsolicitedBudget.adjust(by: machine.heldUnsolicitedBytes - unsolicitedAccounted)
+            unsolicitedAccounted = machine.heldUnsolicitedBytes
+        }
         state = .fullFeature(machine, session)
         return actions
     }
@@ -215,8 +226,22 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             handleLogin(action, login: login, context: context)
         case .fullFeature:
             if case .taskManagement(let request) = decoded { self.taskManagementRequests[request.initiatorTaskTag] = request }
-            perform(withMachine { $0.receive(decoded, header: raw.header, now: .now()) } ?? [], context: context)
+            let admitted = reserveUnsolicitedData(for: decoded)
+            perform(withMachine {
+                $0.receive(decoded, header: raw.header, now: .now(), unsolicitedDataAdmitted: admitted)
+            } ?? [], context: context)
         }
+    }
+
+    /// Takes a SCSI command's unsolicited data share from the server budget before the
+    /// session machine sees the command; false: no room (the machine answers BUSY/TASK SET FULL).
+    private func reserveUnsolicitedData(for pdu: InitiatorPDU) -> Bool {
+        guard case .scsiCommand(let command) = pdu, case .fullFeature(let machine, _) = state else { return true }
+        let bytes = machine.unsolicitedReservation(for: command)
+        guard bytes > 0 else { return true }
+        guard self.context.unsolicitedBudget.reserve(bytes, sessionHolds: unsolicitedAccounted) else { return false }
+        unsolicitedAccounted += bytes
+        return true
     }
 
     // MARK: Login

@@ -28,6 +28,7 @@ final class TargetContext: Sendable {
     let threadPool: NIOThreadPool
     let sessions: SessionRegistry
     let connections = ConnectionCounter()
+    let unsolicitedBudget: UnsolicitedDataBudget
     let logger: Logger
     let metrics: CommandMetrics
 
@@ -40,6 +41,7 @@ final class TargetContext: Sendable {
         self.threadPool = threadPool
         self.logger = logger
         self.sessions = SessionRegistry(maximumSessions: configuration.maximumSessions)
+        self.unsolicitedBudget = UnsolicitedDataBudget(limit: configuration.maximumUnsolicitedBytes)
         self.directory = LoginDirectory(
             targets: configuration.targets.map {
                 LoginDirectory.Target(name: $0.name, alias: $0.alias, portalGroupTag: $0.portalGroupTag, chap: $0.chap,
@@ -232,6 +234,9 @@ public final class TargetServer: @unchecked Sendable {
         self.group = MultiThreadedEventLoopGroup(numberOfThreads: max(System.coreCount, 1))
         self.threadPool = NIOThreadPool(numberOfThreads: max(8, System.coreCount * 2))
     }
+
+    /// Unsolicited and immediate write data the sessions hold now, in bytes (`max_unsolicited_bytes`).
+    public var unsolicitedBytesHeld: Int { lock.withLock { context?.unsolicitedBudget.bytesHeld ?? 0 } }
 
     /// The port the metrics listener bound (0: none).
     public var metricsPort: Int { lock.withLock { metricsChannel?.localAddress?.port ?? 0 } }

@@ -1,6 +1,7 @@
-// Resource limits ([server] max_sessions, max_connections_per_address, login_timeout): the
-// client over the limit gets login status 03/02 (libiscsi: "Out of resources(770)") or, for a
-// stalled login, a closed connection; sessions already running are unaffected.
+// Resource limits ([server] max_sessions, max_connections_per_address, login_timeout,
+// max_unsolicited_bytes): the client over the limit gets login status 03/02 (libiscsi: "Out of
+// resources(770)"), for a stalled login a closed connection, for unsolicited write data beyond
+// the budget TASK SET FULL; sessions already running are unaffected.
 
 import Foundation
 import Testing
@@ -120,6 +121,65 @@ struct LimitsIntegrationTests {
                 let client = try ISCSIClient()
                 try client.login(portal: target.portal, target: integrationIQN)
                 try client.logout()
+            }
+        }
+    }
+
+    @Test("max_unsolicited_bytes: writes beyond the budget get TASK SET FULL; another session's writes go on")
+    func unsolicitedBudget() async throws {
+        try await withTarget(toml: limitsDefinition("max_unsolicited_bytes = \"1MiB\"")) { target in
+            try await onThread("unsolicited budget") { check in
+                // A raw session (InitialR2T=No, FirstBurstLength 64 KiB by default) sends 40 WRITE(10)s
+                // of 64 KiB with 8 KiB of immediate data each and never the rest: each may make the
+                // target hold 64 KiB, so 16 fit in 1 MiB and the other 24 are refused.
+                let fd = try rawConnection(port: target.port, receiveTimeout: 5)
+                check.expect(sendAll(fd, rawLogin(initiator: "iqn.2026-11.org.test:hog", target: integrationIQN, isid: 9)))
+                var login = [UInt8](repeating: 0, count: 48)
+                check.expect(recv(fd, &login, 48, Int32(MSG_WAITALL)) == 48 && login[36] == 0, "raw login")
+                let loginData = Int(login[5]) << 16 | Int(login[6]) << 8 | Int(login[7])
+                var skip = [UInt8](repeating: 0, count: (loginData + 3) & ~3)
+                if !skip.isEmpty { _ = recv(fd, &skip, skip.count, Int32(MSG_WAITALL)) }
+                let statSN = UInt32(login[24]) << 24 | UInt32(login[25]) << 16 | UInt32(login[26]) << 8 | UInt32(login[27])
+                for i in 0..<40 {
+                    var h = [UInt8](repeating: 0, count: 48)
+                    h[0] = 0x01; h[1] = 0xA1  // SCSI Command, F, W, simple
+                    h[16] = 0; h[17] = 0; h[18] = 0x10; h[19] = UInt8(i)  // ITT
+                    h[20] = 0; h[21] = 0x01; h[22] = 0; h[23] = 0  // EDTL 65536
+                    let cmdSN = UInt32(i)
+                    h[24] = UInt8(cmdSN >> 24); h[25] = UInt8((cmdSN >> 16) & 0xFF); h[26] = UInt8((cmdSN >> 8) & 0xFF); h[27] = UInt8(cmdSN & 0xFF)
+                    h[28] = UInt8((statSN &+ 1) >> 24); h[29] = UInt8(((statSN &+ 1) >> 16) & 0xFF)
+                    h[30] = UInt8(((statSN &+ 1) >> 8) & 0xFF); h[31] = UInt8((statSN &+ 1) & 0xFF)
+                    // WRITE(10) of 128 blocks at LBA i*128
+                    h[32] = 0x2A; h[36] = UInt8((i * 128) >> 8); h[37] = UInt8((i * 128) & 0xFF); h[40] = 0x80
+                    check.expect(sendAll(fd, rawPDU(h, data: [UInt8](repeating: UInt8(i), count: 8192))), "send \(i)")
+                }
+                var refused: [UInt8] = []
+                var header = [UInt8](repeating: 0, count: 48)
+                while refused.count < 24, recv(fd, &header, 48, Int32(MSG_WAITALL)) == 48 {
+                    let length = Int(header[5]) << 16 | Int(header[6]) << 8 | Int(header[7])
+                    var data = [UInt8](repeating: 0, count: (length + 3) & ~3)
+                    if !data.isEmpty { _ = recv(fd, &data, data.count, Int32(MSG_WAITALL)) }
+                    if header[0] & 0x3F == 0x21 { refused.append(header[3]) }  // SCSI Response: its status
+                }
+                check.expectEqual(refused, [UInt8](repeating: 0x28, count: 24))
+                check.expectEqual(target.server.unsolicitedBytesHeld, 16 * 65536)
+                // Another session is not starved: it holds nothing, so its write is always taken.
+                let client = try ISCSIClient()
+                try client.login(portal: target.portal, target: integrationIQN)
+                for round in 0..<8 {
+                    let data = pattern(seed: UInt32(round + 7), count: 128 * 512)
+                    try client.write10(lun: 0, lba: 4096, data: data)
+                    check.expectBytes(try client.read10(lun: 0, lba: 4096, blocks: 128), data, "round \(round)")
+                }
+                try client.logout()
+                // The budget is given back when the hog's connection goes away.
+                close(fd)
+                var held = target.server.unsolicitedBytesHeld
+                for _ in 0..<50 where held != 0 {
+                    Thread.sleep(forTimeInterval: 0.1)
+                    held = target.server.unsolicitedBytesHeld
+                }
+                check.expectEqual(held, 0)
             }
         }
     }

@@ -56,6 +56,22 @@ struct SecurityConfigurationTests {
         #expect(acl.targets[1].allowedInitiators == nil)
     }
 
+    @Test("[server] max_unsolicited_bytes: a size or bytes, 0 or from 1 MiB; the line of a bad value")
+    func unsolicitedBudgetKey() throws {
+        let server = { (value: String) in "[server]\nmax_unsolicited_bytes = \(value)\n" + target("") }
+        #expect(issues(server("\"64MiB\"")).isEmpty)
+        #expect(issues(server("0")).isEmpty)
+        #expect(try ServerConfiguration.parse(toml: server("\"64MiB\""), stateDirectory: "/tmp/unused")
+                    .maximumUnsolicitedBytes == 64 << 20)
+        #expect(try ServerConfiguration.parse(toml: target(""), stateDirectory: "/tmp/unused")
+                    .maximumUnsolicitedBytes == 256 << 20)
+        for bad in ["1000", "\"512KiB\"", "-1", "\"lots\""] {
+            let found = issues(server(bad))
+            #expect(found.map(\.keyPath) == ["server.max_unsolicited_bytes"], "\(bad): \(found)")
+            #expect(found.first?.line == 2, "\(bad): \(found)")
+        }
+    }
+
     @Test("A secret shorter than 12 bytes is refused at load time, with line and key, and not echoed")
     func shortSecret() {
         let toml = target("", chap: """
