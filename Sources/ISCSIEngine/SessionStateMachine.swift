@@ -259,6 +259,12 @@ public struct SessionStateMachine: Sendable {
         return max(immediate, min(parameters.firstBurstLength, Int(c.expectedDataTransferLength)))
     }
 
+    /// The Data-In a live task may still produce: its EDTL when it is a read, else 0.
+    public func expectedDataInLength(initiatorTaskTag itt: UInt32) -> Int {
+        guard let request = tasks[itt]?.request, request.isRead else { return 0 }
+        return Int(request.expectedDataTransferLength)
+    }
+
     private mutating func holdUnsolicited(_ c: SCSICommandRequest) {
         let bytes = unsolicitedReservation(for: c)
         guard bytes > 0, unsolicitedHeld[c.initiatorTaskTag] == nil else { return }

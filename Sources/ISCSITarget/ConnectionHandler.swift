@@ -3,6 +3,11 @@
 // and carries out the actions they return (write PDUs, run commands, arm the one timer,
 // close). All of its state lives on the channel's event loop.
 //
+// Backpressure: while the peer leaves more than the channel's high water mark of our
+// responses unread (the channel is not writable), or READ data on its way from the thread
+// pool passes `poolDataInHighWater`, the handler neither asks the socket for more bytes nor
+// cuts further PDUs from what it has already received; it resumes when both have drained.
+//
 import Foundation
 import ISCSIEngine
 import ISCSIWire
@@ -10,9 +15,15 @@ import Logging
 import NIOCore
 import SCSI
 
-final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
+final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
     typealias OutboundOut = ByteBuffer
+
+    /// Responses the peer has not taken yet: reading stops above `high`, resumes below `low`.
+    static let writeBufferWaterMark = ChannelOptions.Types.WriteBufferWaterMark(low: 512 << 10, high: 2 << 20)
+    /// READ data being fetched on the thread pool for one connection: reading stops above it.
+    static let poolDataInHighWater = 16 << 20
 
     private enum State {
         case login(LoginStateMachine)
@@ -49,6 +60,14 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var taskManagementRequests: [UInt32: TaskManagementRequest] = [:]
     /// What this connection has taken from the server's unsolicited-data budget.
     private var unsolicitedAccounted = 0
+    /// Backpressure (see the top of the file): no reads and no PDU cutting while set.
+    private var readPaused = false
+    /// A `read` the pipeline asked for while paused, issued on resume.
+    private var readDeferred = false
+    private var processingInbound = false
+    /// READ data expected from commands on the thread pool, by task tag, and its sum.
+    private var poolDataIn: [UInt32: Int] = [:]
+    private var poolDataInBytes = 0
 
     init(context: TargetContext) {
         self.context = context
@@ -100,6 +119,34 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func channelReadComplete(context: ChannelHandlerContext) {
         flushIfNeeded(context: context)
+    }
+
+    // MARK: Backpressure
+
+    func read(context: ChannelHandlerContext) {
+        if readPaused { readDeferred = true } else { context.read() }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        updateReadGate(context: context)
+        context.fireChannelWritabilityChanged()
+    }
+
+    private func updateReadGate(context: ChannelHandlerContext) {
+        let pause = !context.channel.isWritable || poolDataInBytes > Self.poolDataInHighWater
+        guard pause != readPaused else { return }
+        readPaused = pause
+        if pause { return }
+        // PDUs already received are cut now (unless the loop that paused is still on the
+        // stack: it goes on by itself), then the deferred read is issued.
+        if !processingInbound {
+            processInbound(context: context)
+            flushIfNeeded(context: context)
+        }
+        if readDeferred, !readPaused {
+            readDeferred = false
+            context.read()
+        }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -163,7 +210,9 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: Inbound
 
     private func processInbound(context: ChannelHandlerContext) {
-        while var buffer = inbound, buffer.readableBytes > 0 {
+        processingInbound = true
+        defer { processingInbound = false }
+        while !readPaused, var buffer = inbound, buffer.readableBytes > 0 {
             if case .closed = state { inbound = nil; return }
             let pdu: RawPDU?
             do {
@@ -414,6 +463,14 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             return
         }
         blockingInFlight += 1
+        if case .fullFeature(let machine, _) = state {
+            let dataIn = machine.expectedDataInLength(initiatorTaskTag: itt)
+            if dataIn > 0 {
+                poolDataIn[itt] = dataIn
+                poolDataInBytes += dataIn
+                if poolDataInBytes > Self.poolDataInHighWater { updateReadGate(context: context) }
+            }
+        }
         workQueue(context: context).submit(BlockingWorkQueue.Item(initiatorTaskTag: itt) {
             let response = device.execute(prepared, dataOut: dataOut)
             metrics.record(target: targetName, command: prepared.command, response: response,
@@ -429,9 +486,13 @@ final class ConnectionHandler: ChannelInboundHandler, RemovableChannelHandler {
             let (handler, context) = boxed.value
             handler.blockingInFlight -= finished.count
             for item in finished {
+                if let dataIn = handler.poolDataIn.removeValue(forKey: item.initiatorTaskTag) {
+                    handler.poolDataInBytes -= dataIn
+                }
                 handler.complete(itt: item.initiatorTaskTag, response: item.response, context: context)
             }
             handler.flushIfNeeded(context: context)
+            if handler.readPaused { handler.updateReadGate(context: context) }
         }
         blockingWork = queue
         return queue

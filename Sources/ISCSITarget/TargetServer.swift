@@ -238,6 +238,14 @@ public final class TargetServer: @unchecked Sendable {
     /// Unsolicited and immediate write data the sessions hold now, in bytes (`max_unsolicited_bytes`).
     public var unsolicitedBytesHeld: Int { lock.withLock { context?.unsolicitedBudget.bytesHeld ?? 0 } }
 
+    /// Response bytes queued in the sessions' channels that their peers have not taken yet.
+    public func pendingResponseBytes() async -> Int {
+        let channels = lock.withLock { context?.sessions.allChannels() ?? [] }
+        var total = 0
+        for channel in channels { total += (try? await channel.getOption(.bufferedWritableBytes).get()) ?? 0 }
+        return total
+    }
+
     /// The port the metrics listener bound (0: none).
     public var metricsPort: Int { lock.withLock { metricsChannel?.localAddress?.port ?? 0 } }
 
@@ -308,6 +316,7 @@ public final class TargetServer: @unchecked Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(.maxMessagesPerRead, value: 16)
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 4096, initial: 65536, maximum: 1 << 20))
+            .childChannelOption(.writeBufferWaterMark, value: ConnectionHandler.writeBufferWaterMark)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ConnectionHandler(context: context))
