@@ -18,6 +18,9 @@
 #   GUEST_TARGET_CMD       command starting the target in the foreground (bash -c; sees GUEST_PORT,
 #                          GUEST_ADVERTISE, GUEST_STATE_DIR, GUEST_CONFIG, GUEST_TARGET_BIN)
 #   GUEST_CONFIG           target config, default Targets/default.toml
+#   GUEST_DCHAP_CONFIG     config of a second target process whose discovery requires CHAP (default
+#                          Tests/Guest/discovery-chap.toml, project's target only: scenario chap;
+#                          empty: none)
 #   GUEST_EXTRA_CONFIG     targets appended to GUEST_CONFIG for the project's target (default
 #                          Tests/Guest/security-targets.toml: scenario chap; empty: none)
 #   GUEST_TARGET_IQN       target name (default: first `name = "iqn..."` of GUEST_CONFIG)
@@ -59,6 +62,7 @@ boot_guest() {
     append+=" guest.iqn=$GUEST_TARGET_IQN guest.luns=$GUEST_LUNS guest.lunbytes=$GUEST_LUN_BYTES"
     append+=" guest.bs=$GUEST_BLOCK_SIZE guest.discovery=$GUEST_DISCOVERY"
     append+=" guest.timeout=$GUEST_SCENARIO_TIMEOUT"
+    [[ -n ${GUEST_DCHAP_PORT:-} ]] && append+=" guest.dchap=$GUEST_DCHAP_PORT"
     [[ -n ${GUEST_SKIP:-} ]] && append+=" guest.skip=$GUEST_SKIP"
     [[ -n ${GUEST_ONLY:-} ]] && append+=" guest.only=$GUEST_ONLY"
     [[ $GUEST_HOSTREQ == 1 ]] && append+=" guest.hostreq=1"
@@ -205,6 +209,9 @@ main() {
             GUEST_HOSTREQ=${GUEST_HOSTREQ:-1}               # runtime changes over the control socket
             lun_files_default='$(config_lun_files "$GUEST_CONFIG" "$GUEST_STATE_DIR")'
             GUEST_EXTRA_CONFIG=${GUEST_EXTRA_CONFIG-$GUEST_DIR/security-targets.toml}
+            # A second process whose discovery sessions require CHAP (scenario chap).
+            GUEST_DCHAP_CONFIG=${GUEST_DCHAP_CONFIG-$GUEST_DIR/discovery-chap.toml}
+            [[ -n $GUEST_DCHAP_CONFIG ]] && GUEST_DCHAP_PORT=$(free_port $((GUEST_PORT + 1)))
             if [[ -n $GUEST_EXTRA_CONFIG ]]; then
                 # The first [[target]] stays the main one (IQN and LUNs above are taken from it).
                 cat "$GUEST_CONFIG" "$GUEST_EXTRA_CONFIG" > "$GUEST_WORK/served.toml"
@@ -253,10 +260,12 @@ main() {
         boot_status=not-started target_ok=1 target_alive_after=0
         for attempt in 1 2; do
             start_target "$LOGS/target-$kver.log" || { target_ok=0; break; }
+            start_dchap_target "$LOGS/target-dchap-$kver.log" || { stop_target; target_ok=0; break; }
             boot_guest "$vmlinuz" "$initrd" "$console" "$results" "$LOGS/hostreq-$kver"
             target_alive_after=0
             target_alive && target_alive_after=1
             stop_target
+            stop_dchap_target
             [[ $boot_status != not-ready ]] && break
             log "guest never reached 'harness ready' (attempt $attempt); console tail:"
             tail -n 30 "$console" >&2

@@ -39,6 +39,40 @@ start_target() {
     return 1
 }
 
+# The second process (GUEST_DCHAP_CONFIG on GUEST_DCHAP_PORT): the same binary, its own state.
+start_dchap_target() {
+    local logfile=$1 i
+    [[ -n ${GUEST_DCHAP_PORT:-} ]] || return 0
+    local state=$GUEST_STATE_DIR-dchap
+    rm -rf "$state" && mkdir -p "$state"
+    log "starting the discovery-CHAP target on 127.0.0.1:$GUEST_DCHAP_PORT ($GUEST_DCHAP_CONFIG)"
+    setsid "$GUEST_TARGET_BIN" serve --config "$GUEST_DCHAP_CONFIG" --listen "127.0.0.1:$GUEST_DCHAP_PORT" \
+        --advertise "10.0.2.2:$GUEST_DCHAP_PORT" --state-dir "$state" > "$logfile" 2>&1 < /dev/null &
+    dchap_pid=$!
+    for ((i = 0; i < 600; i++)); do
+        port_open "$GUEST_DCHAP_PORT" && return 0
+        if ! kill -0 "$dchap_pid" 2>/dev/null; then
+            log "the discovery-CHAP target exited before accepting connections; its log:"
+            tail -n 30 "$logfile" >&2
+            dchap_pid=""
+            return 1
+        fi
+        sleep 0.1
+    done
+    log "the discovery-CHAP target did not accept connections on port $GUEST_DCHAP_PORT within 60 s"
+    stop_dchap_target
+    return 1
+}
+
+stop_dchap_target() {
+    [[ -n ${dchap_pid:-} ]] || return 0
+    kill -TERM -- "-$dchap_pid" 2>/dev/null || kill -TERM "$dchap_pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$dchap_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$dchap_pid" 2>/dev/null || true
+    wait "$dchap_pid" 2>/dev/null || true
+    dchap_pid=""
+}
+
 target_alive() { [[ -n $target_pid ]] && kill -0 "$target_pid" 2>/dev/null; }
 
 stop_target() {

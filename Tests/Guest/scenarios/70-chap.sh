@@ -3,8 +3,10 @@
 # Tests/Guest/security-targets.toml served next to the main one: a wrong secret is refused,
 # the right one logs in with mutual CHAP (the initiator checks the target's answer too), a
 # wrong expected target secret makes the initiator refuse, and a target whose ACL excludes
-# this initiator is neither listed by SendTargets nor open to a login. Leaves no session or
-# node of these targets behind.
+# this initiator is neither listed by SendTargets nor open to a login. Then discovery CHAP
+# (discovery.sendtargets.auth.*) against the second target process of discovery-chap.toml:
+# no credentials and a wrong secret are refused, the right secrets (mutual) list its target.
+# Leaves no session, node or discovery record of these targets behind.
 . /guest/lib.sh
 if skipped chap; then pass; fi
 CHAP_IQN=iqn.2026-11.org.iscsi-target:guest-chap
@@ -60,6 +62,42 @@ run iscsiadm -m node -T "$CHAP_IQN" -p "$P" --logout || { cleanup; fail "logout 
 
 login_fails "$ACL_IQN" "initiator outside the ACL"
 cleanup
+
+# Discovery CHAP.
+[ -n "$ISCSI_DCHAP_PORT" ] || fail "no discovery-CHAP target (guest.dchap missing: run.sh did not start it)"
+DCHAP_IQN=iqn.2026-11.org.iscsi-target:guest-dchap
+DP=$ISCSI_HOST:$ISCSI_DCHAP_PORT
+dcleanup() {
+    iscsiadm -m node -T "$DCHAP_IQN" -o delete > /dev/null 2>&1
+    iscsiadm -m discoverydb -t st -p "$DP" -o delete > /dev/null 2>&1
+}
+# discover KEY=VALUE... : a SendTargets discovery of DP with these discovery.sendtargets.* settings.
+discover() {
+    dcleanup
+    run iscsiadm -m discoverydb -t st -p "$DP" -o new || fail "cannot create the discovery record"
+    for kv in "$@"; do
+        run iscsiadm -m discoverydb -t st -p "$DP" -o update -n "${kv%%=*}" -v "${kv#*=}" ||
+            { dcleanup; fail "cannot set ${kv%%=*} in the discovery record"; }
+    done
+    run iscsiadm -m discoverydb -t st -p "$DP" --discover
+}
+discover
+[ "$rc" != 0 ] || { dcleanup; fail "discovery without CHAP succeeded against a target that requires it"; }
+grep -q "$DCHAP_IQN" /tmp/run.out && { dcleanup; fail "discovery without CHAP listed $DCHAP_IQN"; }
+note "discovery without credentials: refused (exit status $rc)"
+discover discovery.sendtargets.auth.authmethod=CHAP discovery.sendtargets.auth.username=finder \
+    discovery.sendtargets.auth.password=wrong-secret-0000
+[ "$rc" != 0 ] || { dcleanup; fail "discovery with a wrong CHAP secret succeeded"; }
+grep -q "$DCHAP_IQN" /tmp/run.out && { dcleanup; fail "discovery with a wrong CHAP secret listed $DCHAP_IQN"; }
+note "discovery with a wrong CHAP secret: refused (exit status $rc)"
+t=$(now)
+discover discovery.sendtargets.auth.authmethod=CHAP discovery.sendtargets.auth.username=finder \
+    discovery.sendtargets.auth.password=guest-discovery-secret \
+    discovery.sendtargets.auth.username_in=$DCHAP_IQN discovery.sendtargets.auth.password_in=guest-discovery-target
+[ "$rc" = 0 ] || { dcleanup; fail "discovery with the right CHAP secrets (mutual) failed, exit status $rc"; }
+grep -q " $DCHAP_IQN\$" /tmp/run.out || { dcleanup; fail "discovery with CHAP did not list $DCHAP_IQN"; }
+note "mutual discovery CHAP: $(since "$t") s"
+dcleanup
 i=0
 while [ "$(ls /sys/class/scsi_disk | wc -l)" != "$disks_before" ] && [ $i -lt 50 ]; do sleep 0.2; i=$((i + 1)); done
 [ "$(ls /sys/class/scsi_disk | wc -l)" = "$disks_before" ] || fail "the CHAP target's disk is still present"
