@@ -142,6 +142,7 @@ public final class CopyManager: Sendable {
                         bytesDone += moved
                         source.record { $0.bytesRead += moved }
                         destination.record { $0.bytesWritten += moved }
+                        destination.noteWritten(at: destinationOffset, length: moved)
                     } catch {
                         switch error {
                         case .stopped(let moved):

@@ -70,7 +70,13 @@ public final class CopyOffloadExtension: SCSIDeviceExtension {
             id: CopyUnitID(targetName: self.targetName, lun: lu.number), designators: designators,
             blockSize: unit.blockSize, blockCount: unit.blockCount, store: unit.store, isReadOnly: lu.readOnly,
             isThinProvisioned: lu.thinProvisioned,
-            access: { nexus in allowed(nexus.initiatorName) && lu.isVisible(to: nexus) }))
+            access: { nexus in allowed(nexus.initiatorName) && lu.isVisible(to: nexus) },
+            mediumChanged: { [weak device] deallocated, offset, length in
+                let blockSize = UInt64(lu.blockSize)
+                device?.reportMediumAccess(MediumAccess(
+                    kind: deallocated ? .deallocate : .copy, lun: lu.number, operationCode: 0x83,
+                    lba: offset / blockSize, blocks: length / blockSize, bytes: Int(length), groupNumber: 0))
+            }))
     }
 
     /// New token limits for this target, from the next command on. When the Third-party Copy

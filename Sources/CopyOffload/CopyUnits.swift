@@ -51,11 +51,16 @@ public final class CopyUnit: Sendable {
     /// Whether writes may stay in a volatile cache (WCE); false: copies write durably.
     private let writeCacheProbe: Mutex<(read: @Sendable () -> Bool, fromDevice: Bool)>
     private let statisticsState = Mutex(CopyStatistics())
+    /// Told of every byte range a copy wrote (false) or deallocated (true), so the device's
+    /// extensions (the flash model) see medium changes made without a WRITE command.
+    private let mediumChanged: (@Sendable (_ deallocated: Bool, _ offset: UInt64, _ length: UInt64) -> Void)?
 
     public init(id: CopyUnitID, designators: [Designator], blockSize: Int, blockCount: UInt64, store: any BlockStore,
                 isReadOnly: Bool = false, isThinProvisioned: Bool = false,
                 writeCacheEnabled: @escaping @Sendable () -> Bool = { true },
-                access: @escaping @Sendable (ITNexus) -> Bool = { _ in true }) {
+                access: @escaping @Sendable (ITNexus) -> Bool = { _ in true },
+                mediumChanged: (@Sendable (_ deallocated: Bool, _ offset: UInt64, _ length: UInt64) -> Void)? = nil) {
+        self.mediumChanged = mediumChanged
         self.id = id
         self.designators = designators.filter { $0.association == 0 }
         self.blockSize = blockSize
@@ -82,6 +87,16 @@ public final class CopyUnit: Sendable {
     /// Whether `nexus` may read or write this LU through a copy.
     public func isAccessible(to nexus: ITNexus) -> Bool { self.access(nexus) }
     public var statistics: CopyStatistics { self.statisticsState.withLock { $0 } }
+
+    /// A copy wrote `length` bytes at byte `offset`.
+    func noteWritten(at offset: UInt64, length: UInt64) {
+        if length > 0 { self.mediumChanged?(false, offset, length) }
+    }
+
+    /// A copy deallocated `length` bytes at byte `offset` (the zero ROD token on a thin LU).
+    func noteDeallocated(at offset: UInt64, length: UInt64) {
+        if length > 0 { self.mediumChanged?(true, offset, length) }
+    }
 
     func record(_ update: (inout CopyStatistics) -> Void) {
         self.statisticsState.withLock { update(&$0) }

@@ -383,6 +383,7 @@ extension CopyManager {
                     } catch {
                         throw .medium(SCSIError(mapping: error).sense!)
                     }
+                    destination.noteWritten(at: range.offset + written, length: chunk)
                     written += chunk
                     progress(done + written)
                 } else {
@@ -408,6 +409,7 @@ extension CopyManager {
                         }
                     }
                     try check()
+                    destination.noteWritten(at: range.offset + written, length: moved)
                     written += moved
                 }
             }
@@ -435,9 +437,11 @@ extension CopyManager {
                     let count = min(range.length - written, deallocate ? chunk * 64 : chunk)
                     if deallocate {
                         try destination.store.deallocate(at: range.offset + written, length: count)
+                        destination.noteDeallocated(at: range.offset + written, length: count)
                     } else {
                         try destination.store.write(UnsafeRawBufferPointer(rebasing: zeros[0..<Int(count)]),
                                                     at: range.offset + written, durable: false)
+                        destination.noteWritten(at: range.offset + written, length: count)
                     }
                     written += count
                     progress(done + written)

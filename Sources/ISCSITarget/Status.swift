@@ -59,6 +59,8 @@ public struct FlashStatus: Codable, Sendable, Equatable {
     public var flashPageWrites: UInt64
     public var blockErases: UInt64
     public var writeAmplification: Double
+    /// Logical flash pages that hold data (written and not trimmed).
+    public var mappedPages: Int?
 }
 
 public struct LUNStatus: Codable, Sendable, Equatable {
@@ -166,7 +168,8 @@ extension TargetServer {
                     streams: streams,
                     flash: part?.streams.flashReport(lun: lun.number).map {
                         FlashStatus(hostPageWrites: $0.hostPageWrites, flashPageWrites: $0.flashPageWrites,
-                                    blockErases: $0.blockErases, writeAmplification: $0.writeAmplification)
+                                    blockErases: $0.blockErases, writeAmplification: $0.writeAmplification,
+                                    mappedPages: $0.mappedPages)
                     }))
             }
             let limits = part?.copy.tokenLimits

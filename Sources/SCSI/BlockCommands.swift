@@ -256,15 +256,19 @@ extension SCSITargetDevice {
                     guard let dataOut, dataOut.readableBytes >= blockSize else { throw SCSIError.dataPhaseError }
                     pattern = Array(dataOut.readableBytesView.prefix(blockSize))
                 }
+                let deallocated = deallocate && pattern.allSatisfy({ $0 == 0 })
                 try unit.writeOrdering.withShared {
-                    if deallocate && pattern.allSatisfy({ $0 == 0 }) {
+                    if deallocated {
                         try unit.store.deallocate(at: unit.byteOffset(lba), length: count * UInt64(blockSize))
                         if durable { try unit.store.flush() }
                     } else {
                         try writeRepeated(pattern, unit: unit, lba: lba, count: count, durable: durable)
                     }
                 }
-                if let access { device.reportMediumAccess(access) }
+                if var access {
+                    access.deallocated = deallocated
+                    device.reportMediumAccess(access)
+                }
                 return CommandReply(dataIn: nil, transferLength: noDataOut ? 0 : blockSize)
             }
         }
@@ -302,6 +306,9 @@ extension SCSITargetDevice {
                 for (lba, count) in ranges where count > 0 {
                     try unit.store.deallocate(at: unit.byteOffset(lba), length: count * UInt64(unit.blockSize))
                 }
+            }
+            for (lba, count) in ranges where count > 0 {
+                context.device.reportMediumAccess(.deallocation(unit, lba: lba, blocks: count, operationCode: 0x42))
             }
             return .good
         }
@@ -386,6 +393,8 @@ extension SCSITargetDevice {
                 let writeData = dataOut.getSlice(at: dataOut.readerIndex + half, length: half)!
                 try unit.write(writeData, byteCount: half, lba: lba, durable: durable)
             }
+            context.device.reportMediumAccess(MediumAccess(kind: .write, lun: unit.number, operationCode: 0x89, lba: lba,
+                                                           blocks: count, bytes: half, groupNumber: BlockCDBForm.sixteen.groupNumber(context.cdb)))
             return CommandReply(dataIn: nil, transferLength: 2 * half)
         }
     }

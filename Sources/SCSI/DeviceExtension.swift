@@ -29,7 +29,9 @@
 //   INQUIRY data (e.g. byte 5 3PC) and into the Extended INQUIRY Data VPD page (e.g. byte 5
 //   GROUP_SUP); offsets are byte offsets in the returned data, headers included.
 // - `didAccessMedium(_:)` reports every successful read and write of the medium by a
-//   built-in command (LBA range and GROUP NUMBER), for statistics.
+//   built-in command (LBA range and GROUP NUMBER), for statistics, and every other change of
+//   the medium: blocks deallocated (UNMAP, WRITE SAME with UNMAP, SANITIZE) and blocks written
+//   by the copy manager.
 // - the lifecycle hooks clean up per-nexus and per-LU state: `nexusDidClose(_:)` when the
 //   last session of an I_T nexus goes, `logicalUnitDidReset(_:)` on LOGICAL UNIT RESET and
 //   target resets (mode pages return to their defaults there), `taskManagement(…)` after the
@@ -66,7 +68,16 @@ extension ModePageProvider {
 
 /// A read or write of the medium by a built-in command, as `didAccessMedium` reports it.
 public struct MediumAccess: Sendable, Equatable {
-    public enum Kind: Sendable, Equatable { case read, write }
+    public enum Kind: Sendable, Equatable {
+        /// A read or write command the LU received (counted in command statistics).
+        case read, write
+        /// Blocks the copy manager wrote (EXTENDED COPY, WRITE USING TOKEN): the medium
+        /// changed, but no write command arrived for it.
+        case copy
+        /// Blocks that no longer hold data (UNMAP, WRITE SAME with UNMAP, SANITIZE, the zero
+        /// ROD token on a thin LU): a flash device would trim them.
+        case deallocate
+    }
     public var kind: Kind
     public var lun: UInt16
     public var operationCode: UInt8
@@ -77,6 +88,9 @@ public struct MediumAccess: Sendable, Equatable {
     public var bytes: Int
     /// GROUP NUMBER field of the CDB (0 when the CDB has none).
     public var groupNumber: UInt8
+    /// A write command that deallocated its blocks instead of writing them (WRITE SAME with
+    /// UNMAP on a thin LU): a command for the statistics, a trim for a flash device.
+    public var deallocated = false
 
     public init(kind: Kind, lun: UInt16, operationCode: UInt8, lba: UInt64, blocks: UInt64, bytes: Int,
                 groupNumber: UInt8) {
@@ -87,6 +101,14 @@ public struct MediumAccess: Sendable, Equatable {
         self.blocks = blocks
         self.bytes = bytes
         self.groupNumber = groupNumber
+    }
+}
+
+extension MediumAccess {
+    /// `blocks` blocks at `lba` of `unit` deallocated by the command `operationCode`.
+    static func deallocation(_ unit: LogicalUnit, lba: UInt64, blocks: UInt64, operationCode: UInt8) -> MediumAccess {
+        MediumAccess(kind: .deallocate, lun: unit.number, operationCode: operationCode, lba: lba, blocks: blocks,
+                     bytes: 0, groupNumber: 0)
     }
 }
 
@@ -106,7 +128,8 @@ public protocol SCSIDeviceExtension: AnyObject, Sendable {
     func standardInquiryBits(for unit: LogicalUnit?) -> [Int: UInt8]
     /// Bits to OR into the Extended INQUIRY Data VPD page: byte offset → bits.
     func extendedInquiryBits(for unit: LogicalUnit) -> [Int: UInt8]
-    /// A built-in command read or wrote the medium (after success).
+    /// A built-in command read, wrote or deallocated the medium, or the copy manager wrote it
+    /// (after success).
     func didAccessMedium(_ access: MediumAccess)
     /// The last session of `nexus` ended (I_T nexus loss).
     func nexusDidClose(_ nexus: ITNexus)
@@ -147,7 +170,8 @@ extension SCSITargetDevice {
         self.extensions.flatMap { $0.modePages(for: unit) }
     }
 
-    func reportMediumAccess(_ access: MediumAccess) {
+    /// Tells every extension of a medium access (commands of other modules report theirs here).
+    public func reportMediumAccess(_ access: MediumAccess) {
         for ext in self.extensions { ext.didAccessMedium(access) }
     }
 }

@@ -94,6 +94,9 @@ extension SCSITargetDevice {
                     }
                     try unit.write(ByteBuffer(bytes: medium), byteCount: byteCount, lba: lba, durable: durable)
                 }
+                context.device.reportMediumAccess(MediumAccess(
+                    kind: .write, lun: unit.number, operationCode: cdb[0], lba: lba,
+                    blocks: UInt64(byteCount / unit.blockSize), bytes: byteCount, groupNumber: BlockCDBForm.sixteen.groupNumber(cdb)))
             }
             return CommandReply(dataIn: nil, transferLength: expected)
         }
@@ -126,6 +129,8 @@ extension SCSITargetDevice {
             try unit.writeOrdering.withExclusive {
                 try unit.write(dataOut, byteCount: expected, lba: lba, durable: durable)
             }
+            context.device.reportMediumAccess(MediumAccess(kind: .write, lun: unit.number, operationCode: cdb[0], lba: lba,
+                                                           blocks: count, bytes: expected, groupNumber: BlockCDBForm.sixteen.groupNumber(cdb)))
             return CommandReply(dataIn: nil, transferLength: expected)
         }
     }

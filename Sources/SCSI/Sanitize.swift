@@ -206,16 +206,25 @@ extension SCSITargetDevice {
                 }
                 let list = Array(dataOut.readableBytesView.prefix(parameterListLength))
                 let plan = try parseOverwriteList(list, blockSize: unit.blockSize)
+                let device = context.device
                 try unit.sanitizer.start(minimumSeconds: minimumSeconds, immediate: immediate) { progress in
-                    try overwrite(unit, plan: plan, progress: progress)
+                    try overwrite(unit, plan: plan, progress: progress) { deallocated in
+                        // Each pass rewrote the whole medium (or, zeros on a thin LU, deallocated it).
+                        device.reportMediumAccess(MediumAccess(
+                            kind: deallocated ? .deallocate : .write, lun: unit.number, operationCode: 0x48, lba: 0,
+                            blocks: unit.blockCount, bytes: 0, groupNumber: 0))
+                    }
                 }
                 return .good
             }
         case 0x02, 0x03:  // BLOCK ERASE, CRYPTOGRAPHIC ERASE: no parameter list
             if parameterListLength != 0 { throw SCSIError.invalidFieldInCDB(byte: 7, bit: 7) }
             return .execute(wantsDataOut: false, mayBlock: true) { _ in
+                let device = context.device
                 try unit.sanitizer.start(minimumSeconds: minimumSeconds, immediate: immediate) { progress in
                     try erase(unit, progress: progress)
+                    // An erased device holds no data: every block is trimmed.
+                    device.reportMediumAccess(.deallocation(unit, lba: 0, blocks: unit.blockCount, operationCode: 0x48))
                 }
                 return .good
             }
@@ -251,18 +260,22 @@ extension SCSITargetDevice {
         return OverwritePlan(invert: list[0] & 0x80 != 0, passes: passes, block: block)
     }
 
-    static func overwrite(_ unit: LogicalUnit, plan: OverwritePlan, progress: (Double) -> Void) throws {
+    /// `passDone` is told after each pass whether it deallocated (zeros on a thin LU) or wrote.
+    static func overwrite(_ unit: LogicalUnit, plan: OverwritePlan, progress: (Double) -> Void,
+                          passDone: (Bool) -> Void = { _ in }) throws {
         let total = unit.blockCount
         var block = plan.block
         for pass in 0..<plan.passes {
             if pass > 0 && plan.invert { block = block.map { ~$0 } }
-            if unit.configuration.thinProvisioned && block.allSatisfy({ $0 == 0 }) {
+            let deallocate = unit.configuration.thinProvisioned && block.allSatisfy({ $0 == 0 })
+            if deallocate {
                 try unit.store.deallocate(at: 0, length: total * UInt64(unit.blockSize))
             } else {
                 try fill(unit, block: block) { done in
                     progress((Double(pass) + Double(done) / Double(max(total, 1))) / Double(plan.passes))
                 }
             }
+            passDone(deallocate)
         }
         try unit.store.flush()
     }

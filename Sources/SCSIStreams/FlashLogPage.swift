@@ -16,6 +16,10 @@ final class FlashUnit: Sendable {
     func write(lba: UInt64, blocks: UInt64, stream: Int) {
         self.model.withLock { $0.write(lba: lba, blocks: blocks, stream: stream) }
     }
+
+    func trim(lba: UInt64, blocks: UInt64) {
+        self.model.withLock { $0.trim(lba: lba, blocks: blocks) }
+    }
 }
 
 /// Vendor-specific log page 30h, "flash model": parameters 0000h HOST PAGE WRITES, 0001h FLASH

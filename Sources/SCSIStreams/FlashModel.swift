@@ -14,8 +14,14 @@
 //
 // Memory: two UInt32 per logical page (forward map) and per physical page (reverse map), plus
 // a few bytes per block; a 1 GiB LU with 4 KiB pages needs about 4.3 MiB. Time: O(1) per page
-// written, plus O(blocks) to choose a victim per garbage-collected block. Trims are not
-// modelled (UNMAP does not reach the model), which is the pessimistic case for both placements.
+// written or trimmed, plus O(blocks) to choose a victim per garbage-collected block.
+//
+// What feeds it (`StreamsExtension.didAccessMedium`): every write command with its stream
+// identifier or GROUP NUMBER (WRITE, WRITE STREAM, WRITE SAME, COMPARE AND WRITE, ORWRITE,
+// WRITE ATOMIC, SANITIZE OVERWRITE), the copy manager's writes (EXTENDED COPY, WRITE USING
+// TOKEN; stream 0), and trims: UNMAP, WRITE SAME with UNMAP, SANITIZE erase and the zero ROD
+// token on a thin LU invalidate the flash pages they cover whole, so garbage collection no
+// longer copies them.
 //
 
 /// How a flash model places writes.
@@ -77,6 +83,8 @@ public struct FlashModelReport: Sendable, Equatable {
     /// Pages programmed: host pages plus pages garbage collection copied.
     public var flashPageWrites: UInt64
     public var blockErases: UInt64
+    /// Logical pages that hold data now (written and not trimmed since).
+    public var mappedPages: Int = 0
 
     /// Flash page writes per host page write (1 when nothing has been written).
     public var writeAmplification: Double {
@@ -89,9 +97,9 @@ public struct FlashModel: Sendable {
     public let logicalPages: Int
     public let physicalBlocks: Int
 
-    private static let none = UInt32.max
+    static let none = UInt32.max
     /// Logical page → physical page (`none`: never written).
-    private var map: [UInt32]
+    private(set) var map: [UInt32]
     /// Physical page → logical page (`none`: free or stale).
     private var owner: [UInt32]
     /// Valid pages per block.
@@ -160,7 +168,7 @@ public struct FlashModel: Sendable {
     public var report: FlashModelReport {
         FlashModelReport(settings: self.settings, logicalPages: self.logicalPages, physicalBlocks: self.physicalBlocks,
                          hostPageWrites: self.hostPageWrites, flashPageWrites: self.flashPageWrites,
-                         blockErases: self.blockErases)
+                         blockErases: self.blockErases, mappedPages: self.map.reduce(0) { $0 + ($1 == Self.none ? 0 : 1) })
     }
 
     /// Zeroes the counters; the mapping (what is valid where) stays.
@@ -185,6 +193,19 @@ public struct FlashModel: Sendable {
             self.invalidate(Int(page))
             self.program(logical: UInt32(page), key: key)
         }
+    }
+
+    /// The host deallocated `blocks` logical blocks at `lba` (a trim): flash pages the range
+    /// covers entirely hold no data any more. A partly covered page keeps its data, as on a
+    /// device that maps whole pages. Counts nothing as written.
+    public mutating func trim(lba: UInt64, blocks: UInt64) {
+        guard blocks > 0 else { return }
+        let pageBytes = UInt64(self.settings.pageBytes)
+        let start = lba * UInt64(self.blockSize), end = start + blocks * UInt64(self.blockSize)
+        let first = (start + pageBytes - 1) / pageBytes
+        let last = min(end / pageBytes, UInt64(self.logicalPages))  // exclusive
+        guard first < last else { return }
+        for page in first..<last { self.invalidate(Int(page)) }
     }
 
     private mutating func invalidate(_ logical: Int) {

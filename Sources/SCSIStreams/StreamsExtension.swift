@@ -227,12 +227,24 @@ public final class StreamsExtension: SCSIDeviceExtension {
     }
 
     public func didAccessMedium(_ access: MediumAccess) {
-        if access.kind == .write, let flash = self.flashUnit(lun: access.lun) {
-            flash.write(lba: access.lba, blocks: access.blocks, stream: Int(access.groupNumber))
+        switch access.kind {
+        case .read, .write:
+            if access.kind == .write, let flash = self.flashUnit(lun: access.lun) {
+                if access.deallocated {
+                    flash.trim(lba: access.lba, blocks: access.blocks)
+                } else {
+                    flash.write(lba: access.lba, blocks: access.blocks, stream: Int(access.groupNumber))
+                }
+            }
+            guard let unit = self.unit(lun: access.lun) else { return }
+            unit.record(access.kind == .read ? .read : .write, stream: nil, group: access.groupNumber,
+                        blocks: access.blocks, bytes: access.bytes)
+        case .copy:
+            // Not a command of this LU: the flash device sees the writes, the statistics do not.
+            self.flashUnit(lun: access.lun)?.write(lba: access.lba, blocks: access.blocks, stream: 0)
+        case .deallocate:
+            self.flashUnit(lun: access.lun)?.trim(lba: access.lba, blocks: access.blocks)
         }
-        guard let unit = self.unit(lun: access.lun) else { return }
-        unit.record(access.kind == .read ? .read : .write, stream: nil, group: access.groupNumber,
-                    blocks: access.blocks, bytes: access.bytes)
     }
 
     public func nexusDidClose(_ nexus: ITNexus) {

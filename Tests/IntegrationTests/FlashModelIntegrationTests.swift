@@ -68,4 +68,38 @@ struct FlashModelIntegrationTests {
             #expect(status?.blockErases == 0 && status?.writeAmplification == 1)
         }
     }
+
+    @Test("EXTENDED COPY writes reach the model but not the command statistics; UNMAP and WRITE SAME(UNMAP) trim it")
+    func copiesAndTrimsReachTheModel() async throws {
+        let toml = Self.definition("thin = true\nflash_model = \"mixed\"\nflash_erase_block = 65536\nflash_over_provisioning = 28")
+        try await withTarget(toml: toml) { target in
+            try await onThread("writes, EXTENDED COPY, UNMAP") { check in
+                let client = try ISCSIClient()
+                try client.login(portal: target.portal, target: integrationIQN)
+                // Four 4 KiB pages: LBAs 0, 8, 16, 24.
+                try client.write10(lun: 0, lba: 0, data: pattern(seed: 1, count: 16384))
+                let page = try client.scsiCommand(lun: 0, cdb: vpd83CDB, dataInLength: 256)
+                guard let naa = naaDesignator(page) else { check.record("no NAA designator"); return }
+                // Copy page 0 (8 blocks) to LBA 64 within the LU: one more host page for the flash device.
+                let (cdb, list) = extendedCopyLID1(listID: 1, usage: 0, cscds: [identificationCSCD(naa)],
+                                                   segments: [blockSegment(source: 0, destination: 0, blocks: 8,
+                                                                           sourceLBA: 0, destinationLBA: 64)])
+                _ = try client.scsiCommand(lun: 0, cdb: cdb, dataOut: list)
+                // UNMAP LBAs 8-23 (pages 1 and 2), WRITE SAME(16) with UNMAP over LBA 24-31 (page 3).
+                let unmap: [UInt8] = [0, 22, 0, 16, 0, 0, 0, 0] + [0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 16, 0, 0, 0, 0]
+                _ = try client.scsiCommand(lun: 0, cdb: [0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], dataOut: unmap)
+                _ = try client.scsiCommand(lun: 0, cdb: [0x93, 0x08, 0, 0, 0, 0, 0, 0, 0, 24, 0, 0, 0, 8, 0, 0],
+                                           dataOut: [UInt8](repeating: 0, count: 512))
+                try client.logout()
+            }
+            let streams = target.server.streamsExtension(target: integrationIQN)
+            let report = streams?.flashReport(lun: 0)
+            #expect(report?.hostPageWrites == 5, "4 pages written by WRITE(10), 1 by EXTENDED COPY")
+            #expect(report?.mappedPages == 2, "pages 0 and the copy at LBA 64 hold data; 1-3 were trimmed")
+            // The group statistics count write commands: WRITE(10) and WRITE SAME; EXTENDED COPY and
+            // UNMAP are not write commands.
+            let total = streams?.statistics(lun: 0)?.groups.reduce(UInt64(0)) { $0 + $1.writeCommands }
+            #expect(total == 2)
+        }
+    }
 }

@@ -96,6 +96,36 @@ func hotColdReplay(placement: FlashPlacement, hints: Bool, overProvisioning: Dou
         #expect(m.isConsistent())
     }
 
+    @Test func trimInvalidatesWholePagesOnlyAndCountsNoWrite() throws {
+        var m = try model()
+        for page in 0..<1024 { m.write(lba: UInt64(page * 8), blocks: 8, stream: 0) }
+        let written = m.hostPageWrites
+        m.trim(lba: 4, blocks: 20)  // pages 0–2 touched; only page 1 (blocks 8–15) and page 2 (16–23) whole
+        #expect(m.map[0] != FlashModel.none && m.map[1] == FlashModel.none && m.map[2] == FlashModel.none)
+        #expect(m.map[3] != FlashModel.none)
+        m.trim(lba: 1024 * 8 - 8, blocks: 64)  // the last page, and beyond the end (ignored)
+        #expect(m.map[1023] == FlashModel.none)
+        #expect(m.hostPageWrites == written)
+        #expect(m.isConsistent())
+    }
+
+    @Test func trimmingColdDataLowersWriteAmplification() throws {
+        // Fill, then random overwrites of the first half; with the second half trimmed, garbage
+        // collection has nothing of it to copy.
+        func replay(trim: Bool) throws -> FlashModelReport {
+            var m = try model(overProvisioning: 0.1)
+            for page in 0..<1024 { m.write(lba: UInt64(page * 8), blocks: 8, stream: 0) }
+            if trim { m.trim(lba: 512 * 8, blocks: 512 * 8) }
+            m.resetCounters()
+            var random = SplitMix64(state: 3)
+            for _ in 0..<20000 { m.write(lba: UInt64(Int.random(in: 0..<512, using: &random) * 8), blocks: 8, stream: 0) }
+            #expect(m.isConsistent())
+            return m.report
+        }
+        let trimmed = try replay(trim: true), kept = try replay(trim: false)
+        #expect(trimmed.writeAmplification < kept.writeAmplification)
+    }
+
     @Test func separatingHotFromColdLowersWriteAmplification() throws {
         let streams = try hotColdReplay(placement: .perStream, hints: true)
         let noHints = try hotColdReplay(placement: .perStream, hints: false)
