@@ -131,6 +131,7 @@ extension TargetServer {
             unit = try device.addLogicalUnit(configuration, store: guarded)
         } catch {
             part.streams.removeUnit(lun: lun.number)
+            context.metrics.remove(target: target.name, lun: lun.number)
             throw RuntimeChangeError(description: error.description)
         }
         part.copy.register(unit, of: device)
