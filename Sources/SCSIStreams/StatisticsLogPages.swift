@@ -13,25 +13,20 @@ import SCSI
 extension StreamUnit {
     /// Zeroes the counters of `group` (nil: every group and every stream). True if any was set.
     func resetCounters(group: Int?) -> Bool {
-        self.state.withLock { state in
-            let zero = TransferCounters()
-            if let group {
-                guard state.statistics.groups[group] != zero else { return false }
-                state.statistics.groups[group] = zero
-                return true
-            }
-            let fresh = StreamStatistics(streams: self.descriptorCount)
-            guard state.statistics != fresh else { return false }
-            state.statistics = fresh
-            return true
+        guard let group else {
+            var any = false
+            for g in 0..<64 where self.counters.reset(.group(g)) { any = true }
+            for s in 0..<self.descriptorCount where self.counters.reset(.stream(s)) { any = true }
+            return any
         }
+        return self.counters.reset(.group(group))
     }
 
     func counters(group: Int?) -> TransferCounters {
-        self.state.withLock { state in
-            guard let group else { return state.statistics.groups.reduce(into: TransferCounters()) { $0.merge($1) } }
-            return state.statistics.groups[group]
+        guard let group else {
+            return (0..<64).reduce(into: TransferCounters()) { $0.merge(self.counters.load(.group($1))) }
         }
+        return self.counters.load(.group(group))
     }
 }
 

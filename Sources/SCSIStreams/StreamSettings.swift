@@ -2,6 +2,7 @@
 // Per-logical-unit stream settings (SBC-4 §4.29 streams; SBC-5 constrained streams) and the
 // statistics the streams extension keeps.
 //
+import Synchronization
 
 /// What one logical unit offers: how many streams, how many of them are permanent, and the
 /// two sizes the Block Limits Extension VPD page reports.
@@ -76,5 +77,58 @@ public struct StreamStatistics: Sendable, Equatable {
     init(streams: Int) {
         self.streams = Array(repeating: TransferCounters(), count: streams)
         self.groups = Array(repeating: TransferCounters(), count: 64)
+    }
+}
+
+/// `TransferCounters` for every GROUP NUMBER (0–63) and stream identifier (0–63) of one logical
+/// unit, as atomics: counting takes no lock, so sessions on different event loops never wait
+/// for each other here.
+final class StreamCounters: Sendable {
+    enum Slot {
+        case group(Int)
+        case stream(Int)
+
+        var base: Int {
+            switch self {
+            case .group(let g): g * StreamCounters.fields
+            case .stream(let s): (64 + s) * StreamCounters.fields
+            }
+        }
+    }
+
+    /// readCommands, writeCommands, blocksRead, blocksWritten, bytesRead, bytesWritten.
+    static let fields = 6
+    private let values: InlineArray<768, Atomic<UInt64>>  // (64 groups + 64 streams) × 6
+
+    init() {
+        self.values = InlineArray { _ in Atomic<UInt64>(0) }
+    }
+
+    func add(_ kind: TransferCounters.Kind, slot: Slot, blocks: UInt64, bytes: Int) {
+        let base = slot.base + (kind == .read ? 0 : 1)
+        self.values[base].wrappingAdd(1, ordering: .relaxed)
+        self.values[base + 2].wrappingAdd(blocks, ordering: .relaxed)
+        self.values[base + 4].wrappingAdd(UInt64(bytes), ordering: .relaxed)
+    }
+
+    func load(_ slot: Slot) -> TransferCounters {
+        let base = slot.base
+        var c = TransferCounters()
+        c.readCommands = self.values[base].load(ordering: .relaxed)
+        c.writeCommands = self.values[base + 1].load(ordering: .relaxed)
+        c.blocksRead = self.values[base + 2].load(ordering: .relaxed)
+        c.blocksWritten = self.values[base + 3].load(ordering: .relaxed)
+        c.bytesRead = self.values[base + 4].load(ordering: .relaxed)
+        c.bytesWritten = self.values[base + 5].load(ordering: .relaxed)
+        return c
+    }
+
+    /// Zeroes one slot; true if any of its counters was set.
+    func reset(_ slot: Slot) -> Bool {
+        var any = false
+        for i in slot.base..<(slot.base + Self.fields) where self.values[i].exchange(0, ordering: .relaxed) != 0 {
+            any = true
+        }
+        return any
     }
 }

@@ -24,26 +24,48 @@ enum StreamSense {
     static let streamNotOpen = SCSIError(.illegalRequest, AdditionalSenseCode(0x2C, 0x0F))
 }
 
-/// The mutable stream state of one logical unit.
+/// The mutable stream state of one logical unit (changed by STREAM CONTROL, MODE SELECT, resets
+/// and nexus loss; never by READ or WRITE).
 struct StreamUnitState: Sendable {
     /// Open non-permanent streams and the I_T nexus that opened each.
     var opened: [UInt16: NexusKey] = [:]
     /// Current IO Advice Hints Grouping descriptors (16 bytes each, one per stream identifier).
     var grouping: [[UInt8]]
-    var statistics: StreamStatistics
 }
 
-/// One logical unit's streams: settings plus locked state.
+/// One logical unit's streams: settings, locked state, and lock-free statistics.
 final class StreamUnit: Sendable {
     let lun: UInt16
     let settings: StreamSettings
     let state: Mutex<StreamUnitState>
+    /// What arrived per GROUP NUMBER and per stream: atomics, so the READs and WRITEs of every
+    /// session count without taking a lock (`Docs/benchmarks.md`).
+    let counters = StreamCounters()
+    /// Bit g set: grouping descriptor g has ST_ENBLE (GROUP NUMBER g is a stream). Written
+    /// with `grouping`, under the lock; read without it on every READ and WRITE.
+    let streamEnabledGroups: Atomic<UInt64>
 
     init(lun: UInt16, settings: StreamSettings) {
         self.lun = lun
         self.settings = settings
-        self.state = Mutex(StreamUnitState(grouping: StreamUnit.defaultGrouping(settings),
-                                           statistics: StreamStatistics(streams: Int(settings.maximumStreams))))
+        let grouping = StreamUnit.defaultGrouping(settings)
+        self.state = Mutex(StreamUnitState(grouping: grouping))
+        self.streamEnabledGroups = Atomic(StreamUnit.streamEnabledMask(grouping))
+    }
+
+    /// The ST_ENBLE bits of `grouping` as a mask by descriptor (group number).
+    static func streamEnabledMask(_ grouping: [[UInt8]]) -> UInt64 {
+        var mask: UInt64 = 0
+        for (index, descriptor) in grouping.enumerated() where index < 64 && descriptor[0] & 0x04 != 0 {
+            mask |= 1 << UInt64(index)
+        }
+        return mask
+    }
+
+    /// Replaces the grouping descriptors (caller holds the lock through `state`).
+    func setGrouping(_ grouping: [[UInt8]], in state: inout StreamUnitState) {
+        state.grouping = grouping
+        self.streamEnabledGroups.store(StreamUnit.streamEnabledMask(grouping), ordering: .relaxed)
     }
 
     var descriptorCount: Int { Int(self.settings.maximumStreams) }
@@ -71,28 +93,34 @@ final class StreamUnit: Sendable {
 
     /// Whether GROUP NUMBER `group` is a stream identifier (its descriptor has ST_ENBLE).
     func groupIsStream(_ group: UInt8) -> Bool {
-        self.state.withLock { state in
-            Int(group) < state.grouping.count && state.grouping[Int(group)][0] & 0x04 != 0
-        }
+        group < 64 && self.streamEnabledGroups.load(ordering: .relaxed) & (1 << UInt64(group)) != 0
     }
 
     /// Logical unit reset: opened streams close, the grouping page returns to its defaults.
     func reset() {
         self.state.withLock { state in
             state.opened = [:]
-            state.grouping = StreamUnit.defaultGrouping(self.settings)
+            self.setGrouping(StreamUnit.defaultGrouping(self.settings), in: &state)
         }
     }
 
+    /// Counts one READ or WRITE (any session, any thread; no lock).
     func record(_ kind: TransferCounters.Kind, stream: UInt16?, group: UInt8, blocks: UInt64, bytes: Int) {
-        self.state.withLock { state in
-            state.statistics.groups[Int(group & 0x3F)].add(kind, blocks: blocks, bytes: bytes)
-            let streamID = stream ?? (Int(group) < state.grouping.count && state.grouping[Int(group)][0] & 0x04 != 0
-                ? UInt16(group) : nil)
-            if let streamID, Int(streamID) < state.statistics.streams.count {
-                state.statistics.streams[Int(streamID)].add(kind, blocks: blocks, bytes: bytes)
-            }
+        let group = group & 0x3F
+        self.counters.add(kind, slot: .group(Int(group)), blocks: blocks, bytes: bytes)
+        let streamID = stream ?? (self.groupIsStream(group) ? UInt16(group) : nil)
+        if let streamID, Int(streamID) < self.descriptorCount {
+            self.counters.add(kind, slot: .stream(Int(streamID)), blocks: blocks, bytes: bytes)
         }
+    }
+
+    /// A copy of the counters (each value read atomically; a command counted meanwhile may
+    /// show in some of them and not yet in others).
+    var statistics: StreamStatistics {
+        var statistics = StreamStatistics(streams: self.descriptorCount)
+        for group in 0..<64 { statistics.groups[group] = self.counters.load(.group(group)) }
+        for stream in 0..<self.descriptorCount { statistics.streams[stream] = self.counters.load(.stream(stream)) }
+        return statistics
     }
 }
 
@@ -140,13 +168,13 @@ public final class StreamsExtension: SCSIDeviceExtension {
 
     /// A copy of the statistics of `lun` (nil: no streams there).
     public func statistics(lun: UInt16) -> StreamStatistics? {
-        self.units[lun]?.state.withLock { $0.statistics }
+        self.units[lun]?.statistics
     }
 
     /// Zeroes the statistics of `lun`.
     public func resetStatistics(lun: UInt16) {
         guard let unit = self.units[lun] else { return }
-        unit.state.withLock { $0.statistics = StreamStatistics(streams: unit.descriptorCount) }
+        _ = unit.resetCounters(group: nil)
     }
 
     /// The open stream identifiers of `lun`, ascending (permanent streams included).
@@ -406,7 +434,7 @@ struct GroupingModePage: ModePageProvider {
         let descriptors = (0..<count).map { Array(page[(16 + 16 * $0)..<(32 + 16 * $0)]) }
         return self.unit.state.withLock { state in
             guard state.grouping != descriptors else { return false }
-            state.grouping = descriptors
+            self.unit.setGrouping(descriptors, in: &state)
             return true
         }
     }

@@ -227,6 +227,26 @@ func writeStream32(lba: UInt8, blocks: UInt8, stream: UInt8, group: UInt8 = 0) -
         #expect(stats.streams[4].readCommands == 1)
         #expect(stats.streams.reduce(0) { $0 + $1.writeCommands } == 3)  // group 40 is no stream
     }
+
+    @Test func countingFromManyThreadsLosesNothing() async {
+        // The counters are atomics without a lock: concurrent READs and WRITEs all count.
+        let unit = StreamUnit(lun: 0, settings: StreamSettings.defaultTarget)
+        await withTaskGroup(of: Void.self) { group in
+            for worker in 0..<4 {
+                group.addTask {
+                    for _ in 0..<10_000 {
+                        unit.record(worker % 2 == 0 ? .read : .write, stream: nil, group: 3, blocks: 8, bytes: 4096)
+                    }
+                }
+            }
+        }
+        let stats = unit.statistics
+        #expect(stats.groups[3].readCommands == 20_000 && stats.groups[3].writeCommands == 20_000)
+        #expect(stats.groups[3].blocksRead == 160_000 && stats.groups[3].bytesWritten == 81_920_000)
+        #expect(stats.streams[3] == stats.groups[3])  // group 3 is a permanent stream by default
+        #expect(unit.resetCounters(group: nil) && !unit.resetCounters(group: nil))
+        #expect(unit.statistics == StreamStatistics(streams: unit.descriptorCount))
+    }
 }
 
 @Suite struct GroupingModePageTests {
