@@ -380,9 +380,17 @@ public struct SessionStateMachine: Sendable {
     /// and its data is dropped (`Docs/security.md`).
     public mutating func receive(_ pdu: InitiatorPDU, header: BasicHeaderSegment, now: NIODeadline,
                                  unsolicitedDataAdmitted: Bool = true) -> [SessionAction] {
-        lastReceive = now
         var actions: [SessionAction] = []
-        if case .closed = phase { return actions }
+        receive(pdu, header: header, now: now, unsolicitedDataAdmitted: unsolicitedDataAdmitted, into: &actions)
+        return actions
+    }
+
+    /// `receive(_:header:now:unsolicitedDataAdmitted:)` appending to the caller's array (which
+    /// a connection reuses, so a command costs no array allocation).
+    public mutating func receive(_ pdu: InitiatorPDU, header: BasicHeaderSegment, now: NIODeadline,
+                                 unsolicitedDataAdmitted: Bool = true, into actions: inout [SessionAction]) {
+        lastReceive = now
+        if case .closed = phase { return }
         switch pdu {
         case .dataOut(let d):
             receiveDataOut(d, header: header, into: &actions)
@@ -394,21 +402,21 @@ public struct SessionStateMachine: Sendable {
             if n.initiatorTaskTag == WireConstants.reservedTag {
                 // An answer to our ping (or a ping wanting no answer): never numbered.
                 if let ping = outstandingPing, ping.tag == n.targetTransferTag { outstandingPing = nil }
-                return actions
+                return
             }
             sequence(pdu, cmdSN: n.cmdSN, immediate: n.isImmediate, header: header, into: &actions)
         case .scsiCommand(let c):
             if configuration.sessionType == .discovery {
                 reject(header, .protocolError, into: &actions)
-                return actions
+                return
             }
             if tasks[c.initiatorTaskTag] != nil {
                 reject(header, .taskInProgress, into: &actions)
-                return actions
+                return
             }
             if case .loggingOut = phase {
                 reject(header, .waitingForLogout, into: &actions)
-                return actions
+                return
             }
             // Immediate data rules (RFC 7143 §4.2.5.2).
             let immediate = c.immediateData.readableBytes
@@ -416,14 +424,14 @@ public struct SessionStateMachine: Sendable {
                 || immediate > Int(c.expectedDataTransferLength))
             {
                 reject(header, .protocolError, into: &actions)
-                return actions
+                return
             }
             sequence(pdu, cmdSN: c.cmdSN, immediate: c.isImmediate, header: header, admitted: unsolicitedDataAdmitted,
                      into: &actions)
         case .taskManagement(let t):
             if configuration.sessionType == .discovery {
                 reject(header, .protocolError, into: &actions)
-                return actions
+                return
             }
             sequence(pdu, cmdSN: t.cmdSN, immediate: t.isImmediate, header: header, into: &actions)
         case .text(let t):
@@ -431,7 +439,6 @@ public struct SessionStateMachine: Sendable {
         case .logout(let l):
             sequence(pdu, cmdSN: l.cmdSN, immediate: l.isImmediate, header: header, into: &actions)
         }
-        return actions
     }
 
     /// CmdSN ordering: immediate PDUs run now; others run in CmdSN order inside the window.
@@ -666,7 +673,14 @@ public struct SessionStateMachine: Sendable {
     /// The device finished a command.
     public mutating func completed(initiatorTaskTag itt: UInt32, result: CommandResult) -> [SessionAction] {
         var actions: [SessionAction] = []
-        guard let task = tasks.removeValue(forKey: itt) else { return actions }
+        completed(initiatorTaskTag: itt, result: result, into: &actions)
+        return actions
+    }
+
+    /// `completed(initiatorTaskTag:result:)` appending to the caller's array.
+    public mutating func completed(initiatorTaskTag itt: UInt32, result: CommandResult,
+                                   into actions: inout [SessionAction]) {
+        guard let task = tasks.removeValue(forKey: itt) else { return }
         releaseUnsolicited(itt)
         switch task.phase {
         case .aborted:
@@ -678,7 +692,6 @@ public struct SessionStateMachine: Sendable {
             respond(to: task.request, result: result, r2tCount: 0, into: &actions)
         }
         settle(finished: itt, into: &actions)
-        return actions
     }
 
     /// Send Data-In (bursts of MaxBurstLength in PDUs of the initiator's MRDSL) and status.

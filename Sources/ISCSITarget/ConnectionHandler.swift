@@ -68,6 +68,9 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// READ data expected from commands on the thread pool, by task tag, and its sum.
     private var poolDataIn: [UInt32: Int] = [:]
     private var poolDataInBytes = 0
+    /// Emptied action arrays kept for reuse (one per nesting level of `runMachine`), so a
+    /// command allocates no array for the actions the session machine returns.
+    private var spareActions: [[SessionAction]] = []
 
     init(context: TargetContext) {
         self.context = context
@@ -183,13 +186,33 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         state = .closed
     }
 
-    /// Runs `body` on the session machine in place. The machine is moved out of `state` while
-    /// `body` runs, so its task tables are uniquely referenced and change without being copied
-    /// (binding it from `state` and writing it back afterwards copied them on every PDU).
-    private func withMachine(_ body: (inout SessionStateMachine) -> [SessionAction]) -> [SessionAction]? {
+    /// Runs `body` on the session machine in place, then performs the actions it produced.
+    /// The machine is moved out of `state` while `body` runs, so its task tables are uniquely
+    /// referenced and change without being copied (binding it from `state` and writing it
+    /// back afterwards copied them on every PDU). No caller may hold a copy of `state` across
+    /// this call either (a `switch state` around it does): see `isFullFeature`.
+    private func runMachine(context: ChannelHandlerContext,
+                            _ body: (inout SessionStateMachine, inout [SessionAction]) -> Void) {
+        guard var actions = stepMachine(body) else { return }
+        perform(actions, context: context)
+        actions.removeAll(keepingCapacity: true)
+        spareActions.append(actions)
+    }
+
+    /// Whether the session is in full feature phase, without binding a copy of `state`.
+    private var isFullFeature: Bool {
+        if case .fullFeature = state { return true }
+        return false
+    }
+
+    /// The first half of `runMachine`, a function of its own so that its copy of the machine
+    /// is gone before the actions run (they may complete a command, which runs the machine
+    /// again: a live copy here would make that run copy the task table).
+    private func stepMachine(_ body: (inout SessionStateMachine, inout [SessionAction]) -> Void) -> [SessionAction]? {
         guard case .fullFeature(var machine, let session) = state else { return nil }
         state = .closed
-        let actions = body(&machine)
+        var actions = spareActions.popLast() ?? []
+        body(&machine, &actions)
         if machine.heldUnsolicitedBytes != unsolicitedAccounted {
             // Tasks finished (or the command was never taken): give the difference back.
             self.context.unsolicitedBudget.adjust(by: machine.heldUnsolicitedBytes - unsolicitedAccounted)
@@ -235,7 +258,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             logger.info("framing error during login", metadata: ["error": "\(error)"])
             close(context: context)
         case .fullFeature:
-            perform(withMachine { $0.receiveFramingError(error) } ?? [], context: context)
+            runMachine(context: context) { machine, actions in actions += machine.receiveFramingError(error) }
         }
     }
 
@@ -244,11 +267,22 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         do {
             decoded = try InitiatorPDU(decoding: raw)
         } catch {
-            switch state {
-            case .login, .closed:
+            if isFullFeature {
+                runMachine(context: context) { machine, actions in
+                    actions += machine.receiveMalformed(raw.header, error: error, now: .now())
+                }
+            } else {
                 close(context: context)
-            case .fullFeature:
-                perform(withMachine { $0.receiveMalformed(raw.header, error: error, now: .now()) } ?? [], context: context)
+            }
+            return
+        }
+        // The hot path first, outside any `switch state` (whose copy of the state would make
+        // the machine's task table shared, and copied on the next insertion).
+        if isFullFeature {
+            if case .taskManagement(let request) = decoded { self.taskManagementRequests[request.initiatorTaskTag] = request }
+            let admitted = reserveUnsolicitedData(for: decoded)
+            runMachine(context: context) { machine, actions in
+                machine.receive(decoded, header: raw.header, now: .now(), unsolicitedDataAdmitted: admitted, into: &actions)
             }
             return
         }
@@ -274,18 +308,16 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             state = .login(login)
             handleLogin(action, login: login, context: context)
         case .fullFeature:
-            if case .taskManagement(let request) = decoded { self.taskManagementRequests[request.initiatorTaskTag] = request }
-            let admitted = reserveUnsolicitedData(for: decoded)
-            perform(withMachine {
-                $0.receive(decoded, header: raw.header, now: .now(), unsolicitedDataAdmitted: admitted)
-            } ?? [], context: context)
+            preconditionFailure("handled above")
         }
     }
 
     /// Takes a SCSI command's unsolicited data share from the server budget before the
     /// session machine sees the command; false: no room (the machine answers BUSY/TASK SET FULL).
     private func reserveUnsolicitedData(for pdu: InitiatorPDU) -> Bool {
-        guard case .scsiCommand(let command) = pdu, case .fullFeature(let machine, _) = state else { return true }
+        // Only writes carry unsolicited data; a READ does not copy the machine here.
+        guard case .scsiCommand(let command) = pdu, command.isWrite,
+              case .fullFeature(let machine, _) = state else { return true }
         let bytes = machine.unsolicitedReservation(for: command)
         guard bytes > 0 else { return true }
         guard self.context.unsolicitedBudget.reserve(bytes, sessionHolds: unsolicitedAccounted) else { return false }
@@ -499,8 +531,9 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func complete(itt: UInt32, response: SCSIResponse, context: ChannelHandlerContext) {
-        guard let actions = withMachine({ $0.completed(initiatorTaskTag: itt, result: CommandResult(response)) }) else { return }
-        perform(actions, context: context)
+        runMachine(context: context) { machine, actions in
+            machine.completed(initiatorTaskTag: itt, result: CommandResult(response), into: &actions)
+        }
     }
 
     private func write(_ pdu: TargetPDU, context: ChannelHandlerContext) {
@@ -548,8 +581,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func timerFired(context: ChannelHandlerContext) {
         timer = nil
         timerDeadline = nil
-        guard let actions = withMachine({ $0.tick(now: .now()) }) else { return }
-        perform(actions, context: context)
+        runMachine(context: context) { machine, actions in actions += machine.tick(now: .now()) }
         flushIfNeeded(context: context)
     }
 }

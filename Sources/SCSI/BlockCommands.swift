@@ -115,16 +115,7 @@ extension SCSITargetDevice {
                 : MediumAccess(kind: .read, lun: unit.number, operationCode: context.cdb[0], lba: lba, blocks: count,
                                bytes: byteCount, groupNumber: form.groupNumber(context.cdb))
             // From the page cache at once when the data is there, otherwise on the thread pool.
-            return .executeUnlessWaiting(attempt: {
-                guard let data = try unit.readBufferWithoutWaiting(lba: lba, byteCount: byteCount) else { return nil }
-                if let access { device.reportMediumAccess(access) }
-                return CommandReply(dataIn: data, transferLength: byteCount)
-            }) { _ in
-                let reply = CommandReply(dataIn: try unit.readBuffer(lba: lba, byteCount: byteCount),
-                                         transferLength: byteCount)
-                if let access { device.reportMediumAccess(access) }
-                return reply
-            }
+            return .readMedium(MediumRead(unit: unit, lba: lba, byteCount: byteCount, access: access))
         }
     }
 

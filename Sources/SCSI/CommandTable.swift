@@ -84,10 +84,26 @@ public enum CommandOutcome: Sendable {
     /// Needs `execute`: collect Data-Out first when `wantsDataOut`, and run off the event
     /// loop when `mayBlock`.
     case execute(wantsDataOut: Bool, mayBlock: Bool, CommandExecution)
-    /// A command without Data-Out that can often finish at once (a READ whose data is in the
-    /// page cache): `attempt` never waits for storage and returns nil when it would have to;
-    /// then `execution` runs off the event loop, as for `.execute(mayBlock: true)`.
-    case executeUnlessWaiting(attempt: @Sendable () throws -> CommandReply?, CommandExecution)
+    /// A read of the medium, decoded: it finishes at once when the data is in the page cache
+    /// (`SCSITargetDevice.executeWithoutWaiting`), otherwise off the event loop as for
+    /// `.execute(mayBlock: true)`. A value rather than closures: the READ path allocates none.
+    case readMedium(MediumRead)
+}
+
+/// A decoded read of `byteCount` bytes at `lba` of `unit`; `access` (if any) is reported to
+/// the device's extensions once the data is read.
+public struct MediumRead: Sendable {
+    let unit: LogicalUnit
+    let lba: UInt64
+    let byteCount: Int
+    let access: MediumAccess?
+
+    init(unit: LogicalUnit, lba: UInt64, byteCount: Int, access: MediumAccess?) {
+        self.unit = unit
+        self.lba = lba
+        self.byteCount = byteCount
+        self.access = access
+    }
 }
 
 public typealias CommandHandler = @Sendable (_ context: CommandContext) throws -> CommandOutcome

@@ -112,10 +112,10 @@ public final class SCSITargetDevice: SCSIDevice {
                 let dataOutLength = wantsDataOut && command.direction != .toInitiator && command.direction != .none
                     ? command.expectedDataTransferLength : 0
                 return .ready(PreparedCommand(command: command, dataOutLength: dataOutLength, mayBlock: mayBlock,
-                                              decoded: PreparedExecution(execution: execution)))
-            case .executeUnlessWaiting(let attempt, let execution):
+                                              decoded: PreparedExecution(.closure(execution))))
+            case .readMedium(let read):
                 return .ready(PreparedCommand(command: command, dataOutLength: 0, mayBlock: true,
-                                              decoded: PreparedExecution(execution: execution, attempt: attempt)))
+                                              decoded: PreparedExecution(.read(read))))
             }
         } catch {
             return .complete(self.response(for: error, unit: unit))
@@ -123,28 +123,35 @@ public final class SCSITargetDevice: SCSIDevice {
     }
 
     public func execute(_ prepared: PreparedCommand, dataOut: ByteBuffer?) -> SCSIResponse {
-        let unit = self.unit(prepared.command.lunNumber)
-        guard let execution = prepared.decoded as? PreparedExecution else {
-            return self.response(for: SCSIError(.hardwareError, .internalTargetFailure), unit: unit)
-        }
-        if prepared.dataOutLength > 0 && (dataOut?.readableBytes ?? 0) < prepared.dataOutLength {
-            return self.response(for: SCSIError.dataPhaseError, unit: unit)
-        }
         do {
-            return SCSIResponse(try execution.execution(prepared.dataOutLength > 0 ? dataOut : nil))
+            switch prepared.decoded.work {
+            case .closure(let execution):
+                if prepared.dataOutLength > 0 && (dataOut?.readableBytes ?? 0) < prepared.dataOutLength {
+                    throw SCSIError.dataPhaseError
+                }
+                return SCSIResponse(try execution(prepared.dataOutLength > 0 ? dataOut : nil))
+            case .read(let read):
+                let data = try read.unit.readBuffer(lba: read.lba, byteCount: read.byteCount)
+                if let access = read.access { self.reportMediumAccess(access) }
+                return SCSIResponse(status: .good, dataIn: data, transferLength: read.byteCount)
+            }
         } catch {
-            return self.response(for: error, unit: unit)
+            return self.response(for: error, unit: self.unit(prepared.command.lunNumber))
         }
     }
 
     /// Runs a prepared command at once if it can finish without waiting for storage (a READ
     /// served from the page cache); nil when it must go to `execute` off the event loop.
     public func executeWithoutWaiting(_ prepared: PreparedCommand) -> SCSIResponse? {
-        guard let attempt = (prepared.decoded as? PreparedExecution)?.attempt else { return nil }
+        guard case .read(let read) = prepared.decoded.work else { return nil }
         do {
-            return try attempt().map(SCSIResponse.init)
+            guard let data = try read.unit.readBufferWithoutWaiting(lba: read.lba, byteCount: read.byteCount) else {
+                return nil
+            }
+            if let access = read.access { self.reportMediumAccess(access) }
+            return SCSIResponse(status: .good, dataIn: data, transferLength: read.byteCount)
         } catch {
-            return self.response(for: error, unit: self.unit(prepared.command.lunNumber))
+            return self.response(for: error, unit: read.unit)
         }
     }
 
@@ -252,10 +259,17 @@ public final class SCSITargetDevice: SCSIDevice {
     }
 }
 
-/// The device-private payload of `PreparedCommand.decoded`.
-struct PreparedExecution: Sendable {
-    let execution: CommandExecution
-    var attempt: (@Sendable () throws -> CommandReply?)? = nil
+/// What `prepare` decoded for `execute`: opaque outside this module. A concrete type (not an
+/// existential) so that preparing a READ allocates no box for it.
+public struct PreparedExecution: Sendable {
+    enum Work: Sendable {
+        case closure(CommandExecution)
+        case read(MediumRead)
+    }
+
+    let work: Work
+
+    init(_ work: Work) { self.work = work }
 }
 
 extension SCSIResponse {

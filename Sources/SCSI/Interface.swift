@@ -149,9 +149,9 @@ public struct PreparedCommand: Sendable {
     /// True when `execute` may block (storage I/O): run it off the event loop.
     public var mayBlock: Bool
     /// Opaque decoded state owned by the device model.
-    public var decoded: any Sendable
+    public var decoded: PreparedExecution
 
-    public init(command: SCSICommand, dataOutLength: Int, mayBlock: Bool, decoded: any Sendable) {
+    public init(command: SCSICommand, dataOutLength: Int, mayBlock: Bool, decoded: PreparedExecution) {
         self.command = command
         self.dataOutLength = dataOutLength
         self.mayBlock = mayBlock
