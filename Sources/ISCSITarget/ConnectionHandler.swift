@@ -27,7 +27,8 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private enum State {
         case login(LoginStateMachine)
-        case fullFeature(SessionStateMachine, Session)
+        /// The session machine itself is `machine`, a stored property of its own.
+        case fullFeature(Session)
         case closed
     }
 
@@ -40,6 +41,10 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let context: TargetContext
     private var state: State
+    /// The session machine in full feature phase (nil otherwise). Kept outside `state` so that
+    /// it is changed in place: binding it out of an enum payload copied (retained) every one of
+    /// its tables several times per command.
+    private var machine: SessionStateMachine?
     private var framer = PDUFramer()
     private var writer = PDUWriter()
     private var inbound: ByteBuffer?
@@ -176,21 +181,20 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.context.unsolicitedBudget.adjust(by: -unsolicitedAccounted)
             unsolicitedAccounted = 0
         }
-        if case .fullFeature(var machine, var session) = state {
-            machine.connectionLost()
+        if case .fullFeature(var session) = state {
+            machine?.connectionLost()
             if let nexus = session.nexus { session.device?.nexusDidClose(nexus) }
             session.nexus = nil
             if let channel = channelContext?.channel { self.context.sessions.remove(tsih: session.tsih, channel: channel) }
             logger.info("session closed", metadata: ["iscsi.tsih": "\(session.tsih)"])
         }
         state = .closed
+        machine = nil
     }
 
     /// Runs `body` on the session machine in place, then performs the actions it produced.
-    /// The machine is moved out of `state` while `body` runs, so its task tables are uniquely
-    /// referenced and change without being copied (binding it from `state` and writing it
-    /// back afterwards copied them on every PDU). No caller may hold a copy of `state` across
-    /// this call either (a `switch state` around it does): see `isFullFeature`.
+    /// The machine's tables must be uniquely referenced while `body` runs, or the first
+    /// insertion copies them: nothing may hold a copy of the machine across this call.
     private func runMachine(context: ChannelHandlerContext,
                             _ body: (inout SessionStateMachine, inout [SessionAction]) -> Void) {
         guard var actions = stepMachine(body) else { return }
@@ -205,29 +209,27 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         return false
     }
 
-    /// The first half of `runMachine`, a function of its own so that its copy of the machine
-    /// is gone before the actions run (they may complete a command, which runs the machine
-    /// again: a live copy here would make that run copy the task table).
+    /// The first half of `runMachine`: the machine changes in place (the session machine is
+    /// pure, so `body` cannot reach back into this handler while it has the machine).
     private func stepMachine(_ body: (inout SessionStateMachine, inout [SessionAction]) -> Void) -> [SessionAction]? {
-        guard case .fullFeature(var machine, let session) = state else { return nil }
-        state = .closed
+        guard isFullFeature, machine != nil else { return nil }
         var actions = spareActions.popLast() ?? []
-        body(&machine, &actions)
-        if machine.heldUnsolicitedBytes != unsolicitedAccounted {
+        body(&machine!, &actions)
+        let held = machine!.heldUnsolicitedBytes
+        if held != unsolicitedAccounted {
             // Tasks finished (or the command was never taken): give the difference back.
-            self.context.unsolicitedBudget.adjust(by: machine.heldUnsolicitedBytes - unsolicitedAccounted)
-            unsolicitedAccounted = machine.heldUnsolicitedBytes
+            self.context.unsolicitedBudget.adjust(by: held - unsolicitedAccounted)
+            unsolicitedAccounted = held
         }
-        state = .fullFeature(machine, session)
         return actions
     }
 
     /// The I_T nexus ends (logout or connection loss): the device releases what it held for it.
     private func endNexus() {
-        guard case .fullFeature(let machine, var session) = state, let nexus = session.nexus else { return }
+        guard case .fullFeature(var session) = state, let nexus = session.nexus else { return }
         session.device?.nexusDidClose(nexus)
         session.nexus = nil
-        state = .fullFeature(machine, session)
+        state = .fullFeature(session)
     }
 
     // MARK: Inbound
@@ -276,8 +278,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             return
         }
-        // The hot path first, outside any `switch state` (whose copy of the state would make
-        // the machine's task table shared, and copied on the next insertion).
+        // The hot path first.
         if isFullFeature {
             if case .taskManagement(let request) = decoded { self.taskManagementRequests[request.initiatorTaskTag] = request }
             let admitted = reserveUnsolicitedData(for: decoded)
@@ -315,10 +316,9 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Takes a SCSI command's unsolicited data share from the server budget before the
     /// session machine sees the command; false: no room (the machine answers BUSY/TASK SET FULL).
     private func reserveUnsolicitedData(for pdu: InitiatorPDU) -> Bool {
-        // Only writes carry unsolicited data; a READ does not copy the machine here.
+        // Only writes carry unsolicited data.
         guard case .scsiCommand(let command) = pdu, command.isWrite,
-              case .fullFeature(let machine, _) = state else { return true }
-        let bytes = machine.unsolicitedReservation(for: command)
+              isFullFeature, let bytes = machine?.unsolicitedReservation(for: command) else { return true }
         guard bytes > 0 else { return true }
         guard self.context.unsolicitedBudget.reserve(bytes, sessionHolds: unsolicitedAccounted) else { return false }
         unsolicitedAccounted += bytes
@@ -405,7 +405,8 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         writer.digests = DigestSettings(header: outcome.parameters.headerDigest, data: outcome.parameters.dataDigest)
         framer.digests = writer.digests
         framer.maxDataSegmentLength = outcome.parameters.maxRecvDataSegmentLength
-        state = .fullFeature(machine, session)
+        state = .fullFeature(session)
+        self.machine = machine
         loginTimer?.cancel()
         loginTimer = nil
         logger[metadataKey: "iscsi.tsih"] = "\(tsih)"
@@ -457,7 +458,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 endNexus()
             case .close(let reason):
                 if reason != .logout { logger.info("closing connection", metadata: ["reason": "\(reason)"]) }
-                if reason == .targetColdReset, case .fullFeature(_, let session) = state, let device = session.device {
+                if reason == .targetColdReset, case .fullFeature(let session) = state, let device = session.device {
                     // TARGET COLD RESET ends every session of the target (RFC 7143 §11.5.1).
                     for channel in self.context.sessions.channels(of: device.configuration.targetName)
                     where channel !== context.channel {
@@ -473,7 +474,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func execute(itt: UInt32, token: any Sendable, dataOut: ByteBuffer?, context: ChannelHandlerContext) {
-        guard case .fullFeature(_, let session) = state, let device = session.device,
+        guard case .fullFeature(let session) = state, let device = session.device,
               let prepared = token as? PreparedCommand
         else { return }
         let metrics = self.context.metrics
@@ -495,8 +496,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         blockingInFlight += 1
-        if case .fullFeature(let machine, _) = state {
-            let dataIn = machine.expectedDataInLength(initiatorTaskTag: itt)
+        if isFullFeature, let dataIn = machine?.expectedDataInLength(initiatorTaskTag: itt) {
             if dataIn > 0 {
                 poolDataIn[itt] = dataIn
                 poolDataInBytes += dataIn
@@ -560,7 +560,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Timer
 
     private func armTimer(context: ChannelHandlerContext) {
-        guard case .fullFeature(let machine, _) = state, let deadline = machine.nextDeadline else {
+        guard isFullFeature, let deadline = machine?.nextDeadline else {
             timer?.cancel()
             timer = nil
             timerDeadline = nil

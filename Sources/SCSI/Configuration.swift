@@ -167,6 +167,9 @@ public struct TargetDeviceConfiguration: Sendable, Equatable {
 
 extension LogicalUnitConfiguration {
     public func isVisible(to nexus: ITNexus) -> Bool {
-        self.isVisible(initiatorName: nexus.initiatorName)
+        // Checked on every command: derive the initiator name (two allocations) only when the
+        // LUN is masked at all.
+        guard self.visibleTo != nil else { return true }
+        return self.isVisible(initiatorName: nexus.initiatorName)
     }
 }
