@@ -72,7 +72,7 @@ boot_guest() {
         -netdev user,id=n0 -device virtio-net-pci,netdev=n0 \
         -serial "file:$console" -serial "file:$results" -serial "pipe:$hostreq" \
         < /dev/null > "$console.qemu" 2>&1 &
-    qpid=$!
+    qpid=$! qemu_pid=$!
     ready_after=""
     boot_status=exited
     while kill -0 "$qpid" 2>/dev/null; do
@@ -86,7 +86,10 @@ boot_guest() {
         while IFS= read -r line; do
             seen=$((seen + 1))
             [[ $line == RESULT* ]] && printf '  %s\n' "$line" | tr -d '\r'
-            [[ $line == HOSTREQ* ]] && host_request "${line%$'\r'}" "$hostreq.log" >&"$hostreq_fd"
+            if [[ $line == HOSTREQ* ]]; then
+                # A harness error while answering must not end the run (the guest times out instead).
+                host_request "${line%$'\r'}" "$hostreq.log" >&"$hostreq_fd" || log "host request failed: $line"
+            fi
         done < <(tail -n "+$((seen + 1))" "$results")
         if [[ -z $ready_after && $now -ge $GUEST_READY_TIMEOUT ]]; then
             boot_status=not-ready; break
@@ -104,6 +107,7 @@ boot_guest() {
         [[ -z $ready_after ]] && boot_status=not-ready
     fi
     wait "$qpid" 2>/dev/null || true
+    qemu_pid=""
     exec {hostreq_fd}>&-
     rm -f "$hostreq.in"
     guest_seconds=$((SECONDS - t0))
@@ -117,8 +121,9 @@ boot_guest() {
 #   lun-remove N                   iscsi-target lun remove
 #   tokens KEY=VALUE...            iscsi-target tokens --set ...
 #   save NAME.toml                 iscsi-target save --output STATE/NAME.toml, then check-config
-#                                  of it; answers its verdict, the LUNs of the first target and its
-#                                  [target.tokens] max_inactivity_timeout line
+#                                  of it; answers its verdict, the LUNs of the first target, its
+#                                  [target.tokens] max_inactivity_timeout line and whether the
+#                                  file is byte for byte the definition the target was started with
 host_request() {
     local id action out rc=0 kv number size file
     local -a words cmd sets=()
@@ -162,7 +167,9 @@ host_request() {
         out=$("${cmd[@]}" 2>&1) || rc=$?
         if [[ $rc == 0 && $action == save ]]; then
             out=$("$GUEST_TARGET_BIN" check-config "$GUEST_STATE_DIR/$file" 2>&1) || rc=$?
-            out="$out; luns $(config_luns "$GUEST_STATE_DIR/$file"); $(grep -m 1 -E '^[[:space:]]*max_inactivity_timeout[[:space:]]*=' "$GUEST_STATE_DIR/$file" | sed 's/#.*//' | tr -s ' ')"
+            out="$out; luns $(config_luns "$GUEST_STATE_DIR/$file" || true); $(grep -m 1 -E '^[[:space:]]*max_inactivity_timeout[[:space:]]*=' "$GUEST_STATE_DIR/$file" | sed 's/#.*//' | tr -s ' ')"
+            if cmp -s "$GUEST_STATE_DIR/$file" "$GUEST_CONFIG"; then out="$out; identical to the served definition"
+            else out="$out; differs from the served definition in $( (diff "$GUEST_STATE_DIR/$file" "$GUEST_CONFIG" || true) | grep -c '^[<>]') lines"; fi
         fi
     fi
     out=$(printf '%s' "$out" | tr -s '\r\n\t' '   ' | sed 's/^ *//; s/ *$//')
@@ -171,7 +178,15 @@ host_request() {
     printf 'HOSTREP %s %s %s\n' "$id" "$rc" "$out"
 }
 
+# If the harness itself dies (set -e), leave no guest or target running.
+qemu_pid=""
+on_exit() {
+    [[ -n $qemu_pid ]] && kill -KILL "$qemu_pid" 2>/dev/null
+    stop_target; stop_dchap_target
+}
+
 main() {
+    trap on_exit EXIT
     GUEST_KERNELS=${GUEST_KERNELS:-6.1 6.12}
     GUEST_TARGET=${GUEST_TARGET:-swift}
     GUEST_CONFIG=${GUEST_CONFIG:-$REPO/Targets/default.toml}

@@ -11,7 +11,8 @@
 #     holds LUN 5 and the new timeout.
 #  4. LUN 5 is removed: 3Fh/0Eh again; TEST UNIT READY to it answers LOGICAL UNIT NOT
 #     SUPPORTED (25h/00h); its device is deleted; `sg_luns` no longer lists it; the other
-#     disks still write and read. The timeout is set back; a final save has LUNs 0 and 1 only.
+#     disks still write and read. The timeout is set back; a final save has LUNs 0 and 1 only
+#     and is byte for byte the definition the target was started with.
 # Leaves the default layout for the scenarios after it. Targets the harness cannot change at
 # run time (GUEST_TARGET=tgt: no control socket) skip it by design.
 . /guest/lib.sh
@@ -190,8 +191,10 @@ touch_disks
 wait_log "$base" "Inquiry data has changed" 10 || bad "no 'Inquiry data has changed' after the timeout was set back"
 host_request save runtime-final.toml || bad "final save refused or check-config failed: $(cat /tmp/hostreply)"
 reply=$(cat /tmp/hostreply)
-case $reply in *": OK ("*"luns $(first_lun),$(second_lun);"*"max_inactivity_timeout = ${before:-600}"*) ;;
+case $reply in *": OK ("*"luns $(first_lun),$(second_lun);"*"max_inactivity_timeout = ${before:-600};"*) ;;
     *) bad "final saved file: $reply" ;; esac
+# Every change undone: save writes back the served text byte for byte (comments and layout kept).
+case $reply in *"identical to the served definition"*) ;; *) bad "final saved file not the served definition: $reply" ;; esac
 
 [ -z "$failures" ] || { cleanup; fail "${failures#; }"; }
 pass
