@@ -174,7 +174,8 @@ struct HostileConnectionsTests {
             print("hostile: \(total) PDUs/garbage chunks from 6 connections in \(duration) s; "
                   + "good session \(rounds) write+read rounds of 32 KiB; RSS growth \(growth >> 20) MiB")
             #expect(rounds > 10, "the well-behaved session made \(rounds) rounds")
-            #expect(total > 1000, "hostile traffic: \(total)")
+            // At least 10 per second: plain builds send thousands, ThreadSanitizer's about 30.
+            #expect(total >= Int(duration * 10), "hostile traffic: \(total) in \(duration) s")
             #expect(growth < 512 << 20, "RSS grew by \(growth >> 20) MiB")
         }
     }

@@ -16,73 +16,63 @@ free_port() {
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
+# wait_listening PID PORT LOGFILE WHAT : wait until PORT accepts connections while PID runs;
+# on failure the process is stopped (its log tail shown) and the status is 1.
+wait_listening() {
+    local pid=$1 port=$2 logfile=$3 what=$4 i
+    for ((i = 0; i < 600; i++)); do
+        port_open "$port" && return 0
+        if ! kill -0 "$pid" 2>/dev/null; then
+            log "$what exited before accepting connections; its log:"
+            tail -n 30 "$logfile" >&2
+            return 1
+        fi
+        sleep 0.1
+    done
+    log "$what did not accept connections on port $port within 60 s"
+    stop_pid "$pid"
+    return 1
+}
+
+# stop_pid PID : TERM to its process group, KILL after 5 s.
+stop_pid() {
+    local pid=$1
+    [[ -n $pid ]] || return 0
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
 # start_target LOGFILE : start GUEST_TARGET_CMD and wait until GUEST_PORT accepts connections.
 start_target() {
-    local logfile=$1 i
+    local logfile=$1
     rm -rf "$GUEST_STATE_DIR" && mkdir -p "$GUEST_STATE_DIR"
     export GUEST_PORT GUEST_ADVERTISE GUEST_STATE_DIR GUEST_CONFIG GUEST_TARGET_BIN
     log "starting target on 127.0.0.1:$GUEST_PORT: $GUEST_TARGET_CMD"
     setsid bash -c "$GUEST_TARGET_CMD" > "$logfile" 2>&1 < /dev/null &
     target_pid=$!
-    for ((i = 0; i < 600; i++)); do
-        port_open "$GUEST_PORT" && { sleep 0.5; return 0; }
-        if ! kill -0 "$target_pid" 2>/dev/null; then
-            log "target exited before accepting connections; its log:"
-            tail -n 30 "$logfile" >&2
-            target_pid=""
-            return 1
-        fi
-        sleep 0.1
-    done
-    log "target did not accept connections on port $GUEST_PORT within 60 s"
-    stop_target
-    return 1
+    wait_listening "$target_pid" "$GUEST_PORT" "$logfile" target || { target_pid=""; return 1; }
+    sleep 0.5
 }
+
+target_alive() { [[ -n $target_pid ]] && kill -0 "$target_pid" 2>/dev/null; }
+
+stop_target() { stop_pid "$target_pid"; target_pid=""; }
 
 # The second process (GUEST_DCHAP_CONFIG on GUEST_DCHAP_PORT): the same binary, its own state.
 start_dchap_target() {
-    local logfile=$1 i
+    local logfile=$1 state=$GUEST_STATE_DIR-dchap
     [[ -n ${GUEST_DCHAP_PORT:-} ]] || return 0
-    local state=$GUEST_STATE_DIR-dchap
     rm -rf "$state" && mkdir -p "$state"
     log "starting the discovery-CHAP target on 127.0.0.1:$GUEST_DCHAP_PORT ($GUEST_DCHAP_CONFIG)"
     setsid "$GUEST_TARGET_BIN" serve --config "$GUEST_DCHAP_CONFIG" --listen "127.0.0.1:$GUEST_DCHAP_PORT" \
         --advertise "10.0.2.2:$GUEST_DCHAP_PORT" --state-dir "$state" > "$logfile" 2>&1 < /dev/null &
     dchap_pid=$!
-    for ((i = 0; i < 600; i++)); do
-        port_open "$GUEST_DCHAP_PORT" && return 0
-        if ! kill -0 "$dchap_pid" 2>/dev/null; then
-            log "the discovery-CHAP target exited before accepting connections; its log:"
-            tail -n 30 "$logfile" >&2
-            dchap_pid=""
-            return 1
-        fi
-        sleep 0.1
-    done
-    log "the discovery-CHAP target did not accept connections on port $GUEST_DCHAP_PORT within 60 s"
-    stop_dchap_target
-    return 1
+    wait_listening "$dchap_pid" "$GUEST_DCHAP_PORT" "$logfile" "the discovery-CHAP target" || { dchap_pid=""; return 1; }
 }
 
-stop_dchap_target() {
-    [[ -n ${dchap_pid:-} ]] || return 0
-    kill -TERM -- "-$dchap_pid" 2>/dev/null || kill -TERM "$dchap_pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$dchap_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$dchap_pid" 2>/dev/null || true
-    wait "$dchap_pid" 2>/dev/null || true
-    dchap_pid=""
-}
-
-target_alive() { [[ -n $target_pid ]] && kill -0 "$target_pid" 2>/dev/null; }
-
-stop_target() {
-    [[ -n $target_pid ]] || return 0
-    kill -TERM -- "-$target_pid" 2>/dev/null || kill -TERM "$target_pid" 2>/dev/null || true
-    for _ in $(seq 50); do kill -0 "$target_pid" 2>/dev/null || break; sleep 0.1; done
-    kill -KILL -- "-$target_pid" 2>/dev/null || true
-    wait "$target_pid" 2>/dev/null || true
-    target_pid=""
-}
+stop_dchap_target() { stop_pid "${dchap_pid:-}"; dchap_pid=""; }
 
 # Defaults for the project's own target (Targets/default.toml): IQN, LUNs and backing files.
 config_iqn() { grep -m 1 -o 'name = "iqn[^"]*"' "$1" | cut -d'"' -f2; }
