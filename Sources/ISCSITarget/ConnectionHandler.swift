@@ -53,6 +53,8 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var blockingWork: BlockingWorkQueue?
     /// Commands submitted to `blockingWork` and not yet completed (event loop only).
     private var blockingInFlight = 0
+    /// The tags of commands on the pool that are not medium READs (writes and the rest).
+    private var poolNonReads: Set<UInt32> = []
     private var timerDeadline: NIODeadline?
     private var logger: Logger
     private weak var channelContext: ChannelHandlerContext?
@@ -488,14 +490,21 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             return
         }
         // A READ whose data is in the page cache completes here, without two thread hops --
-        // unless commands of this connection wait on the pool (a READ must not overtake them).
-        if blockingInFlight == 0, let response = device.executeWithoutWaiting(prepared) {
+        // unless commands of this connection that it must not overtake wait on the pool: any
+        // write or other command, or anything at all for an ORDERED / HEAD OF QUEUE READ. A
+        // SIMPLE READ may overtake READs on the pool (neither changes the medium); before,
+        // one READ sent to the pool (its pages not cached) sent every following READ there as
+        // long as one was in flight, which at a steady queue depth could last the whole run.
+        let simple = prepared.command.attribute == .simple || prepared.command.attribute == .untagged
+        if blockingInFlight == 0 || (simple && poolNonReads.isEmpty),
+           let response = device.executeWithoutWaiting(prepared) {
             metrics.record(target: targetName, command: prepared.command, response: response,
                            nanoseconds: UInt64(max(0, (NIODeadline.now() - started).nanoseconds)))
             complete(itt: itt, response: response, context: context)
             return
         }
         blockingInFlight += 1
+        if !prepared.decoded.isMediumRead { poolNonReads.insert(itt) }
         if isFullFeature, let dataIn = machine?.expectedDataInLength(initiatorTaskTag: itt) {
             if dataIn > 0 {
                 poolDataIn[itt] = dataIn
@@ -518,6 +527,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             let (handler, context) = boxed.value
             handler.blockingInFlight -= finished.count
             for item in finished {
+                if !handler.poolNonReads.isEmpty { handler.poolNonReads.remove(item.initiatorTaskTag) }
                 if let dataIn = handler.poolDataIn.removeValue(forKey: item.initiatorTaskTag) {
                     handler.poolDataInBytes -= dataIn
                 }

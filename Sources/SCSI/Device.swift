@@ -270,6 +270,12 @@ public struct PreparedExecution: Sendable {
     let work: Work
 
     init(_ work: Work) { self.work = work }
+
+    /// A READ of the medium: it changes nothing, so it may overtake other READs.
+    public var isMediumRead: Bool {
+        if case .read = self.work { return true }
+        return false
+    }
 }
 
 extension SCSIResponse {
