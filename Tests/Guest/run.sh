@@ -114,9 +114,9 @@ boot_guest() {
 }
 
 # host_request "HOSTREQ ID ACTION ARGS..." LOG : carry out a guest's request to change the
-# running target (scenario runtime-luns) and print the answer line "HOSTREP ID STATUS MESSAGE"
-# (STATUS 0 = done). Only these actions run, with checked arguments, through the target's
-# control socket in GUEST_STATE_DIR:
+# running target (scenario runtime-luns) and print the answer line
+# "HOSTREP ID STATUS MESSAGE HOSTREP-END" (STATUS 0 = done). Only these actions run, with
+# checked arguments, through the target's control socket in GUEST_STATE_DIR:
 #   lun-add N SIZE [KEY=VALUE...]  iscsi-target lun add (file runtime-lunN.img in the state dir)
 #   lun-remove N                   iscsi-target lun remove
 #   tokens KEY=VALUE...            iscsi-target tokens --set ...
@@ -175,7 +175,8 @@ host_request() {
     out=$(printf '%s' "$out" | tr -s '\r\n\t' '   ' | sed 's/^ *//; s/ *$//')
     printf '%s\n  -> %s %s\n' "$1" "$rc" "$out" >> "$2"
     log "host request ${action:-?} ${words[*]}: status $rc, $out"
-    printf 'HOSTREP %s %s %s\n' "$id" "$rc" "$out"
+    # The end mark lets the guest tell a whole answer from one still arriving on the serial port.
+    printf 'HOSTREP %s %s %s HOSTREP-END\n' "$id" "$rc" "$out"
 }
 
 # If the harness itself dies (set -e), leave no guest or target running.

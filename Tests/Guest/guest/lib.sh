@@ -110,7 +110,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 # host_request ACTION ARGS... : ask the host harness to change the running target (run.sh,
 # host_request there: lun-add N SIZE [KEY=VALUE...], lun-remove N, tokens KEY=VALUE...,
 # save NAME.toml). The request goes out on ttyS1 with the RESULT lines, the answer
-# "HOSTREP ID STATUS MESSAGE" comes back on ttyS2 (collected by /init in /tmp/hostreplies).
+# "HOSTREP ID STATUS MESSAGE HOSTREP-END" comes back on ttyS2 (collected by /init in /tmp/hostreplies).
 # Prints the message (also left in /tmp/hostreply) and returns STATUS; 124 when no answer
 # came within 60 s (then at once for later requests: the channel is taken to be down).
 host_request() {
@@ -121,11 +121,12 @@ host_request() {
     echo "HOSTREQ $id $*" > /dev/ttyS1
     i=0
     while [ $i -lt 300 ]; do
-        reply=$(grep -a "^HOSTREP $id " /tmp/hostreplies 2>/dev/null | head -n 1 | tr -d '\r')
+        # Only a whole line counts: the answer arrives byte by byte, its end mark comes last.
+        reply=$(tr -d '\r' < /tmp/hostreplies 2>/dev/null | grep -a "^HOSTREP $id .* HOSTREP-END\$" | head -n 1)
         if [ -n "$reply" ]; then
             set -- $reply
             status=$3
-            echo "$reply" | cut -d' ' -f4- > /tmp/hostreply
+            echo "${reply% HOSTREP-END}" | cut -d' ' -f4- > /tmp/hostreply
             echo "< host: status $status: $(cat /tmp/hostreply)"
             return "$status"
         fi
