@@ -197,7 +197,11 @@ FIGS=(rr1 rr32 sr16 rw32 sw16)
 declare -A LABEL=([rr1]="4 KiB random read, QD 1" [rr32]="4 KiB random read, QD 32" [sr16]="128 KiB seq read, QD 16"
                   [rw32]="4 KiB random write, QD 32" [sw16]="128 KiB seq write, QD 16")
 declare -A IOPS BYTES TICKS
+# The write figures (and the fill) leave gigabytes of dirty pages; their writeback would land on
+# whichever target runs next. Each round, and the scaling section, start after a sync.
+settle() { sync; }
 for round in $(seq "$ROUNDS"); do
+    settle
     # Alternate which target goes first, so neither always runs on a warmer machine.
     if (( round % 2 )); then order=(ours tgt); else order=(tgt ours); fi
     for fig in "${FIGS[@]}"; do
@@ -227,6 +231,7 @@ out ""
 # IOPS); peak RSS reset before each run, the step's largest peak printed.
 out "scaling: 4 KiB random reads, QD 4 per session (median of $ROUNDS round(s))"
 out "$(printf '%-10s %12s %12s %7s   %16s %16s' sessions 'this (IOPS)' 'tgt (IOPS)' ratio 'this peak RSS' 'tgt peak RSS')"
+settle
 for n in 1 8 64; do
     declare -A S=([ours.iops]="" [tgt.iops]="" [ours.rss]=0 [tgt.rss]=0)
     for round in $(seq "$ROUNDS"); do
