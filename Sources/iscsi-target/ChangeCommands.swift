@@ -51,6 +51,12 @@ struct ControlOptions: ParsableArguments {
     }
 }
 
+/// Which target of the running server a change is for.
+struct TargetOption: ParsableArguments {
+    @Option(help: "The target (default: the server's only target).")
+    var target: String?
+}
+
 /// `key=value` as a TOML pair: a value that is not already TOML (a number, true/false, a
 /// quoted string, an array) is taken as a string.
 func tomlPair(_ text: String) throws -> RuntimeChange.KeyValue {
@@ -83,9 +89,7 @@ struct LUN: ParsableCommand {
                 """)
 
         @OptionGroup var control: ControlOptions
-
-        @Option(help: "The target (default: the server's only target).")
-        var target: String?
+        @OptionGroup var which: TargetOption
 
         @Option(help: "The LUN number (0-16383).")
         var number: UInt16
@@ -107,7 +111,7 @@ struct LUN: ParsableCommand {
                         RuntimeChange.KeyValue("size", Int(size) != nil ? size : tomlValue(size))]
             if let blockSize { keys.append(RuntimeChange.KeyValue("block_size", "\(blockSize)")) }
             keys += try settings.map(tomlPair)
-            try control.send(ControlRequest(op: "lun-add", target: target, keys: keys), command: "lun add")
+            try control.send(ControlRequest(op: "lun-add", target: which.target, keys: keys), command: "lun add")
         }
     }
 
@@ -116,15 +120,13 @@ struct LUN: ParsableCommand {
             abstract: "Remove a LUN (its file is flushed and kept); initiators get REPORTED LUNS DATA HAS CHANGED.")
 
         @OptionGroup var control: ControlOptions
-
-        @Option(help: "The target (default: the server's only target).")
-        var target: String?
+        @OptionGroup var which: TargetOption
 
         @Option(help: "The LUN number.")
         var number: UInt16
 
         func run() throws {
-            try control.send(ControlRequest(op: "lun-remove", target: target, lun: number), command: "lun remove")
+            try control.send(ControlRequest(op: "lun-remove", target: which.target, lun: number), command: "lun remove")
         }
     }
 }
@@ -139,9 +141,7 @@ struct Tokens: ParsableCommand {
             """)
 
     @OptionGroup var control: ControlOptions
-
-    @Option(help: "The target (default: the server's only target).")
-    var target: String?
+    @OptionGroup var which: TargetOption
 
     @Option(name: .customLong("set"), help: "A [target.tokens] key as key=value (repeatable).")
     var settings: [String] = []
@@ -151,7 +151,7 @@ struct Tokens: ParsableCommand {
     }
 
     func run() throws {
-        try control.send(ControlRequest(op: "tokens", target: target, keys: try settings.map(tomlPair)), command: "tokens")
+        try control.send(ControlRequest(op: "tokens", target: which.target, keys: try settings.map(tomlPair)), command: "tokens")
     }
 }
 

@@ -59,6 +59,20 @@ func extendedCopyLID1(listID: UInt8, usage: UInt8, cscds: [[UInt8]], segments: [
 
 let vpd83CDB: [UInt8] = [0x12, 0x01, 0x83, 0x01, 0x00, 0x00]
 
+/// EXTENDED COPY (LID1) sent to `lun`: `blocks` blocks from `sourceLBA` of the LU itself (CSCD
+/// 0xFFFF) to `destinationLBA` of LU `destinationLUN` of the same session, named by its NAA designator.
+func copyWithinSession(_ client: ISCSIClient, lun: Int32, destinationLUN: Int32, listID: UInt8, blocks: UInt16,
+                       sourceLBA: UInt64, destinationLBA: UInt64) throws {
+    let page = try client.scsiCommand(lun: destinationLUN, cdb: vpd83CDB, dataInLength: 256)
+    guard let naa = naaDesignator(page) else {
+        throw ISCSIClientError(kind: .badData, operation: "VPD 0x83", message: "no NAA designator")
+    }
+    let (cdb, list) = extendedCopyLID1(listID: listID, usage: 0, cscds: [identificationCSCD(naa)],
+                                       segments: [blockSegment(source: 0xFFFF, destination: 0, blocks: blocks,
+                                                               sourceLBA: sourceLBA, destinationLBA: destinationLBA)])
+    _ = try client.scsiCommand(lun: lun, cdb: cdb, dataOut: list)
+}
+
 @Suite("EXTENDED COPY over iSCSI", .timeLimit(.minutes(5)))
 struct CopyOffloadIntegrationTests {
     @Test("A copy sent to one target reads its LUN and writes a LUN of another target of the process")

@@ -78,13 +78,9 @@ struct FlashModelIntegrationTests {
                 try client.login(portal: target.portal, target: integrationIQN)
                 // Four 4 KiB pages: LBAs 0, 8, 16, 24.
                 try client.write10(lun: 0, lba: 0, data: pattern(seed: 1, count: 16384))
-                let page = try client.scsiCommand(lun: 0, cdb: vpd83CDB, dataInLength: 256)
-                guard let naa = naaDesignator(page) else { check.record("no NAA designator"); return }
                 // Copy page 0 (8 blocks) to LBA 64 within the LU: one more host page for the flash device.
-                let (cdb, list) = extendedCopyLID1(listID: 1, usage: 0, cscds: [identificationCSCD(naa)],
-                                                   segments: [blockSegment(source: 0, destination: 0, blocks: 8,
-                                                                           sourceLBA: 0, destinationLBA: 64)])
-                _ = try client.scsiCommand(lun: 0, cdb: cdb, dataOut: list)
+                try copyWithinSession(client, lun: 0, destinationLUN: 0, listID: 1, blocks: 8, sourceLBA: 0,
+                                      destinationLBA: 64)
                 // UNMAP LBAs 8-23 (pages 1 and 2), WRITE SAME(16) with UNMAP over LBA 24-31 (page 3).
                 let unmap: [UInt8] = [0, 22, 0, 16, 0, 0, 0, 0] + [0, 0, 0, 0, 0, 0, 0, 8, 0, 0, 0, 16, 0, 0, 0, 0]
                 _ = try client.scsiCommand(lun: 0, cdb: [0x42, 0, 0, 0, 0, 0, 0, 0, 24, 0], dataOut: unmap)

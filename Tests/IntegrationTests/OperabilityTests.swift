@@ -88,12 +88,8 @@ struct OperabilityTests {
                 let client = try ISCSIClient()
                 try client.login(portal: portal, target: integrationIQN)
                 try client.lunReset(lun: 1)
-                let page = try client.scsiCommand(lun: 1, cdb: vpd83CDB, dataInLength: 256)
-                guard let naa = naaDesignator(page) else { checks.record("no NAA designator"); return }
-                let (cdb, list) = extendedCopyLID1(listID: 9, usage: 0, cscds: [identificationCSCD(naa)],
-                                                   segments: [blockSegment(source: 0xFFFF, destination: 0, blocks: 16,
-                                                                           sourceLBA: 0, destinationLBA: 0)])
-                _ = try client.scsiCommand(lun: 0, cdb: cdb, dataOut: list)
+                try copyWithinSession(client, lun: 0, destinationLUN: 1, listID: 9, blocks: 16, sourceLBA: 0,
+                                      destinationLBA: 0)
                 try client.logout()
             }
         } catch {
