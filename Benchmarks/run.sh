@@ -198,8 +198,14 @@ declare -A LABEL=([rr1]="4 KiB random read, QD 1" [rr32]="4 KiB random read, QD 
                   [rw32]="4 KiB random write, QD 32" [sw16]="128 KiB seq write, QD 16")
 declare -A IOPS BYTES TICKS
 # The write figures (and the fill) leave gigabytes of dirty pages; their writeback would land on
-# whichever target runs next. Each round, and the scaling section, start after a sync.
-settle() { sync; }
+# whichever target runs next. And the kernel may evict LUN pages between figures (this VM runs
+# DAMON proactive reclaim, which pages out page cache that has not been touched for seconds):
+# reads of evicted blocks go to the disk. So each round, and the scaling section, start after a
+# sync and with both LUN files read once into the page cache.
+settle() {
+    sync
+    cat "$WORK/ours/lun0.img" "$WORK/tgt/lun1.img" > /dev/null
+}
 for round in $(seq "$ROUNDS"); do
     settle
     # Alternate which target goes first, so neither always runs on a warmer machine.
