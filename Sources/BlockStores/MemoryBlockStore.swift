@@ -2,6 +2,7 @@
 // An in-memory block store for tests and scratch LUNs. It tracks which 4 KiB chunks were
 // deallocated so GET LBA STATUS has something to report.
 //
+import Foundation
 import SCSI
 import Synchronization
 
@@ -17,7 +18,21 @@ public final class MemoryBlockStore: BlockStore {
         var mapped: [Bool]
     }
 
-    private let storage: Mutex<Storage>
+    /// The bytes behind a pthread mutex (`NSLock`), not a `Synchronization.Mutex`: under
+    /// ThreadSanitizer on Linux the latter's lock is not seen, and a READ and a COMPARE AND
+    /// WRITE on this store, each inside the lock, were reported as a race.
+    private final class LockedStorage: @unchecked Sendable {
+        private let lock = NSLock()
+        private var value: Storage
+        init(_ value: Storage) { self.value = value }
+        func withLock<R>(_ body: (inout Storage) -> R) -> R {
+            lock.lock()
+            defer { lock.unlock() }
+            return body(&value)
+        }
+    }
+
+    private let storage: LockedStorage
     /// Calls to `flush()` and durable writes, for tests.
     private let flushCounter = Atomic<Int>(0)
 
@@ -25,7 +40,7 @@ public final class MemoryBlockStore: BlockStore {
         self.byteCount = byteCount
         self.supportsDeallocation = supportsDeallocation
         let chunks = Int((byteCount + UInt64(Self.chunkSize) - 1) / UInt64(Self.chunkSize))
-        self.storage = Mutex(Storage(bytes: [UInt8](repeating: 0, count: Int(byteCount)),
+        self.storage = LockedStorage(Storage(bytes: [UInt8](repeating: 0, count: Int(byteCount)),
                                      mapped: [Bool](repeating: false, count: chunks)))
     }
 
