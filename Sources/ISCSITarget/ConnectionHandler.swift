@@ -37,6 +37,8 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         var tsih: UInt16
         var device: SCSITargetDevice?
         var nexus: ITNexus?
+        /// The target's command counters (normal sessions).
+        var metrics: TargetMetrics?
     }
 
     private let context: TargetContext
@@ -393,8 +395,9 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 targetPortName: device.configuration.targetPortName, id: nexusID, relativeTargetPort: target.portalGroupTag)
             device.nexusDidOpen(nexus)
             session.device = device
+            session.metrics = self.context.metrics.targets[name]
             session.nexus = nexus
-            port = DevicePort(device: device, nexus: nexus, metrics: self.context.metrics)
+            port = DevicePort(device: device, nexus: nexus, metrics: session.metrics)
         } else {
             port = NoDevicePort()
         }
@@ -479,12 +482,11 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         guard case .fullFeature(let session) = state, let device = session.device,
               let prepared = token as? PreparedCommand
         else { return }
-        let metrics = self.context.metrics
-        let targetName = device.configuration.targetName
+        let metrics = session.metrics
         let started = NIODeadline.now()
         if !prepared.mayBlock {
             let response = device.execute(prepared, dataOut: dataOut)
-            metrics.record(target: targetName, command: prepared.command, response: response,
+            metrics?.record(command: prepared.command, response: response,
                            nanoseconds: UInt64(max(0, (NIODeadline.now() - started).nanoseconds)))
             complete(itt: itt, response: response, context: context)
             return
@@ -498,7 +500,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         let simple = prepared.command.attribute == .simple || prepared.command.attribute == .untagged
         if blockingInFlight == 0 || (simple && poolNonReads.isEmpty),
            let response = device.executeWithoutWaiting(prepared) {
-            metrics.record(target: targetName, command: prepared.command, response: response,
+            metrics?.record(command: prepared.command, response: response,
                            nanoseconds: UInt64(max(0, (NIODeadline.now() - started).nanoseconds)))
             complete(itt: itt, response: response, context: context)
             return
@@ -514,7 +516,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         workQueue(context: context).submit(BlockingWorkQueue.Item(initiatorTaskTag: itt) {
             let response = device.execute(prepared, dataOut: dataOut)
-            metrics.record(target: targetName, command: prepared.command, response: response,
+            metrics?.record(command: prepared.command, response: response,
                            nanoseconds: UInt64(max(0, (NIODeadline.now() - started).nanoseconds)))
             return response
         })

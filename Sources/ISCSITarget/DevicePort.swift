@@ -12,7 +12,7 @@ struct DevicePort: CommandPort {
     let device: SCSITargetDevice
     let nexus: ITNexus
     /// Commands answered at admission (errors, commands without data) are counted here.
-    var metrics: CommandMetrics? = nil
+    var metrics: TargetMetrics? = nil
 
     func scsiCommand(_ c: SCSICommandRequest) -> SCSICommand {
         let direction: DataDirection =
@@ -26,7 +26,7 @@ struct DevicePort: CommandPort {
         let command = scsiCommand(c)
         switch device.prepare(command) {
         case .complete(let response):
-            metrics?.record(target: device.configuration.targetName, command: command, response: response, nanoseconds: 0)
+            metrics?.record(command: command, response: response, nanoseconds: 0)
             return .complete(CommandResult(response))
         case .ready(let prepared):
             return .accept(token: prepared, dataOutLength: prepared.dataOutLength)

@@ -52,36 +52,50 @@ final class LogicalUnitMetrics: Sendable {
     }
 }
 
-/// Every logical unit's counters, by target name and LUN. Commands read the map without a
-/// lock; LUNs added or removed at run time replace it (`SnapshotCell`).
+/// Every logical unit's counters, by target name (fixed at start) and LUN.
 final class CommandMetrics: Sendable {
-    private let cell: SnapshotCell<[String: [UInt16: LogicalUnitMetrics]]>
+    let targets: [String: TargetMetrics]
 
     init(configuration: ServerConfiguration) {
-        var units: [String: [UInt16: LogicalUnitMetrics]] = [:]
+        var targets: [String: TargetMetrics] = [:]
         for target in configuration.targets {
-            units[target.name] = Dictionary(uniqueKeysWithValues: target.luns.map { ($0.number, LogicalUnitMetrics()) })
+            targets[target.name] = TargetMetrics(luns: target.luns.map(\.number))
         }
-        self.cell = SnapshotCell(units)
+        self.targets = targets
     }
 
     func unit(target: String, lun: UInt16) -> LogicalUnitMetrics? {
-        self.cell.withValue { $0[target]?[lun] }
+        self.targets[target]?.unit(lun)
     }
 
     /// Fresh counters for a LUN added at run time.
     func add(target: String, lun: UInt16) {
-        self.cell.update { $0[target, default: [:]][lun] = LogicalUnitMetrics() }
+        self.targets[target]?.cell.update { $0[lun] = LogicalUnitMetrics() }
     }
 
     func remove(target: String, lun: UInt16) {
-        self.cell.update { $0[target]?[lun] = nil }
+        self.targets[target]?.cell.update { $0[lun] = nil }
+    }
+}
+
+/// One target's counters by LUN. A session keeps its target's, so recording a command looks up
+/// only the LUN; commands read the map without a lock, and LUNs added or removed at run time
+/// replace it (`SnapshotCell`).
+final class TargetMetrics: Sendable {
+    let cell: SnapshotCell<[UInt16: LogicalUnitMetrics]>
+
+    init(luns: [UInt16]) {
+        self.cell = SnapshotCell(Dictionary(uniqueKeysWithValues: luns.map { ($0, LogicalUnitMetrics()) }))
     }
 
-    /// Records one command of `target` (nothing for LUNs the target does not have).
+    func unit(_ lun: UInt16) -> LogicalUnitMetrics? {
+        self.cell.withValue { $0[lun] }
+    }
+
+    /// Records one command (nothing for LUNs the target does not have).
     @inline(__always)
-    func record(target: String, command: SCSICommand, response: SCSIResponse, nanoseconds: UInt64) {
-        guard let lun = command.lunNumber, let unit = self.unit(target: target, lun: lun), let opcode = command.cdb.first else { return }
+    func record(command: SCSICommand, response: SCSIResponse, nanoseconds: UInt64) {
+        guard let lun = command.lunNumber, let unit = self.unit(lun), let opcode = command.cdb.first else { return }
         let good = response.status == .good || response.status == .conditionMet
         let read = response.dataIn.map { min($0.readableBytes, command.expectedDataTransferLength) } ?? 0
         let written = command.direction == .fromInitiator && good ? command.expectedDataTransferLength : 0

@@ -145,6 +145,10 @@ struct RuntimeChangeTests {
                 try client.write10(lun: 7, lba: 2040, data: data, fua: true)
                 checks.expectBytes(try client.read10(lun: 7, lba: 2040, blocks: 8), data, "LUN 7 data")
                 checks.expect(!Self.openFiles(endingWith: "runtime-lun7.img").isEmpty, "LUN 7's file is open")
+                // The new LU has its own counters from its first command.
+                let metrics = server.metricsText()
+                checks.expect(metrics.contains("scsi_commands_total{target=\"\(integrationIQN)\",lun=\"7\",opcode=\"0x2a\"} 1"),
+                              "no WRITE(10) counted for LUN 7")
 
                 // Duplicates and unknown keys are refused as in a definition file, and change nothing.
                 checks.expect((try? server.perform(ControlRequest(op: "lun-add", target: integrationIQN, keys: [
