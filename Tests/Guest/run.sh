@@ -124,6 +124,10 @@ boot_guest() {
 #                                  of it; answers its verdict, the LUNs of the first target, its
 #                                  [target.tokens] max_inactivity_timeout line and whether the
 #                                  file is byte for byte the definition the target was started with
+#   status                         iscsi-target status --json, parsed (python3); answers
+#                                  "json=ok sessions=N tokens=N left=S,S... groupwrites=N": the
+#                                  sessions, the ROD tokens with their seconds left, and the write
+#                                  commands in the streams' group statistics of every LUN
 host_request() {
     local id action out rc=0 kv number size file
     local -a words cmd sets=()
@@ -154,17 +158,30 @@ host_request() {
             tokens)
                 if [[ ${#words[@]} -eq 0 || ${#sets[@]} -ne $((2 * ${#words[@]})) ]]; then refuse "usage: tokens KEY=VALUE..."
                 else cmd+=(tokens "${sets[@]}"); fi ;;
+            status)
+                if [[ ${#words[@]} -ne 0 ]]; then refuse "usage: status"
+                else cmd+=(status --json); fi ;;
             save)
                 file=${words[0]:-}
                 if [[ ! $file =~ ^[a-z0-9-]{1,40}\.toml$ || ${#words[@]} -ne 1 ]]; then refuse "usage: save NAME.toml"
                 else cmd+=(save --output "$GUEST_STATE_DIR/$file"); fi ;;
-            *) refuse "unknown action '$action' (lun-add, lun-remove, tokens, save)" ;;
+            *) refuse "unknown action '$action' (lun-add, lun-remove, tokens, save, status)" ;;
         esac
     fi
     if [[ $rc == 0 ]]; then
-        [[ $action == save ]] || cmd+=(--target "$GUEST_TARGET_IQN")
+        [[ $action == save || $action == status ]] || cmd+=(--target "$GUEST_TARGET_IQN")
         cmd+=(--state-dir "$GUEST_STATE_DIR")
         out=$("${cmd[@]}" 2>&1) || rc=$?
+        if [[ $rc == 0 && $action == status ]]; then
+            out=$(printf '%s' "$out" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+left = ",".join("%.1f" % t["secondsLeft"] for t in d["tokens"] if t.get("secondsLeft") is not None)
+groups = sum(c["writeCommands"] for t in d["targets"] for l in t["luns"] if l.get("streams")
+             for c in l["streams"]["groups"].values())
+print("json=ok sessions=%d tokens=%d left=%s groupwrites=%d" % (len(d["sessions"]), len(d["tokens"]), left or "-", groups))
+' 2>&1) || rc=$?
+        fi
         if [[ $rc == 0 && $action == save ]]; then
             out=$("$GUEST_TARGET_BIN" check-config "$GUEST_STATE_DIR/$file" 2>&1) || rc=$?
             out="$out; luns $(config_luns "$GUEST_STATE_DIR/$file" || true); $(grep -m 1 -E '^[[:space:]]*max_inactivity_timeout[[:space:]]*=' "$GUEST_STATE_DIR/$file" | sed 's/#.*//' | tr -s ' ')"

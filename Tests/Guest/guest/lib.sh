@@ -109,7 +109,7 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # host_request ACTION ARGS... : ask the host harness to change the running target (run.sh,
 # host_request there: lun-add N SIZE [KEY=VALUE...], lun-remove N, tokens KEY=VALUE...,
-# save NAME.toml). The request goes out on ttyS1 with the RESULT lines, the answer
+# save NAME.toml), or to read `iscsi-target status --json` (status). The request goes out on ttyS1 with the RESULT lines, the answer
 # "HOSTREP ID STATUS MESSAGE HOSTREP-END" comes back on ttyS2 (collected by /init in /tmp/hostreplies).
 # Prints the message (also left in /tmp/hostreply) and returns STATUS; 124 when no answer
 # came within 60 s (then at once for later requests: the channel is taken to be down).

@@ -3,7 +3,7 @@
 # Sourced by Tests/Guest/run.sh; expects GUEST_WORK (the git-ignored work folder).
 
 GUEST_HOST_PACKAGES=(qemu-system-x86 open-iscsi sg3-utils ddpt busybox-static cpio xz-utils
-                     e2fsprogs kmod gcc libc6-dev)
+                     e2fsprogs kmod gcc libc6-dev python3)
 BACKPORTS_LIST=/etc/apt/sources.list.d/guest-suite-bookworm-backports.list
 _apt_updated=0
 

@@ -7,7 +7,10 @@
 #   holds the data as of POPULATE TOKEN; RECEIVE ROD TOKEN INFORMATION reports completion
 #   in logical blocks; the deleted token is refused with INVALID TOKEN OPERATION, TOKEN DELETED;
 # - ddpt iflag=odx oflag=odx copies 4 MiB between the disks (POPULATE TOKEN, RRTI, WRITE
-#   USING TOKEN, as ddpt sends them), and the block device zero ROD token zeroes 1 MiB.
+#   USING TOKEN, as ddpt sends them), and the block device zero ROD token zeroes 1 MiB;
+# - while the token lives, the host's `iscsi-target status --json` parses and shows the
+#   session, the token with its time left going down and the group statistics (asked for over
+#   the host-request channel, twice, 2 s apart).
 # Regions used: 768-776 MiB of both disks (nothing else in the suite touches them).
 . /guest/lib.sh
 need_session
@@ -62,6 +65,27 @@ run sg_raw -r 1024 -o /tmp/rrti.bin "$sga" 84 07 00 00 03 01 00 00 00 00 00 00 0
 [ "$(byte /tmp/rrti.bin 15)" = 241 ] || fail "RRTI: transfer count units $(byte /tmp/rrti.bin 15), expected F1h"
 [ "$(stat -c %s /tmp/rrti.bin)" = 550 ] || fail "RRTI: $(stat -c %s /tmp/rrti.bin) bytes, expected 550"
 dd if=/tmp/rrti.bin of=/tmp/token.bin bs=1 skip=38 count=512 2>/dev/null
+
+# While the token lives, the host's `iscsi-target status --json` (issue 9) parses and shows this
+# session, the token with its time left going down, and the streams' group statistics.
+if [ "$ISCSI_HOSTREQ" = 1 ]; then
+    field() { echo "$1" | tr ' ' '\n' | sed -n "s/^$2=//p"; }
+    host_request status || fail "host status request: $(cat /tmp/hostreply)"
+    first=$(cat /tmp/hostreply)
+    sleep 2
+    host_request status || fail "host status request: $(cat /tmp/hostreply)"
+    second=$(cat /tmp/hostreply)
+    [ "$(field "$second" json)" = ok ] || fail "status --json did not parse: $second"
+    [ "$(field "$second" sessions)" -ge 1 ] || fail "status shows no session: $second"
+    [ "$(field "$second" tokens)" -ge 1 ] || fail "status shows no ROD token: $second"
+    [ "$(field "$second" groupwrites)" -ge 1 ] || fail "status shows no group statistics: $second"
+    l1=$(field "$first" left | cut -d, -f1); l2=$(field "$second" left | cut -d, -f1)
+    awk -v a="$l1" -v b="$l2" 'BEGIN { exit !(a != "-" && b != "-" && b + 0 < a + 0) }' ||
+        fail "the token's time left did not go down: $l1 then $l2"
+    note "host status: $first, then $second"
+else
+    note "no host requests for this target: iscsi-target status not checked"
+fi
 
 # Overwrite the source: a persistent token keeps the data as of POPULATE TOKEN.
 dd if=/dev/zero of=/dev/"$a" bs=1M seek=769 count=2 oflag=direct conv=notrunc 2>/dev/null || fail "overwriting the source failed"
