@@ -168,9 +168,9 @@ public final class RODTokenStore: Sendable {
 
     public let minter: RODTokenMinter
     let clock: @Sendable () -> NIODeadline
-    private let state = Mutex(State())
-    private let watches = Mutex<[CopyUnitID: UnitWatch]>([:])
-    private let observer = Mutex<(@Sendable (RODTokenTransition) -> Void)?>(nil)
+    private let state = LockedValue(State())
+    private let watches = LockedValue<[CopyUnitID: UnitWatch]>([:])
+    private let observer = LockedValue<(@Sendable (RODTokenTransition) -> Void)?>(nil)
     /// Makes the store that holds a persistent token's preserved bytes (sized in bytes).
     let makeSnapshotStore: @Sendable (UInt64) throws -> any BlockStore
 
