@@ -2,7 +2,6 @@
 // An in-memory block store for tests and scratch LUNs. It tracks which 4 KiB chunks were
 // deallocated so GET LBA STATUS has something to report.
 //
-import Foundation
 import SCSI
 import Synchronization
 
@@ -18,21 +17,10 @@ public final class MemoryBlockStore: BlockStore {
         var mapped: [Bool]
     }
 
-    /// The bytes behind a pthread mutex (`NSLock`), not a `Synchronization.Mutex`: under
+    /// The bytes behind a pthread mutex (`LockedValue`), not a `Synchronization.Mutex`: under
     /// ThreadSanitizer on Linux the latter's lock is not seen, and a READ and a COMPARE AND
     /// WRITE on this store, each inside the lock, were reported as a race.
-    private final class LockedStorage: @unchecked Sendable {
-        private let lock = NSLock()
-        private var value: Storage
-        init(_ value: Storage) { self.value = value }
-        func withLock<R>(_ body: (inout Storage) -> R) -> R {
-            lock.lock()
-            defer { lock.unlock() }
-            return body(&value)
-        }
-    }
-
-    private let storage: LockedStorage
+    private let storage: LockedValue<Storage>
     /// Calls to `flush()` and durable writes, for tests.
     private let flushCounter = Atomic<Int>(0)
 
@@ -40,7 +28,7 @@ public final class MemoryBlockStore: BlockStore {
         self.byteCount = byteCount
         self.supportsDeallocation = supportsDeallocation
         let chunks = Int((byteCount + UInt64(Self.chunkSize) - 1) / UInt64(Self.chunkSize))
-        self.storage = LockedStorage(Storage(bytes: [UInt8](repeating: 0, count: Int(byteCount)),
+        self.storage = LockedValue(Storage(bytes: [UInt8](repeating: 0, count: Int(byteCount)),
                                      mapped: [Bool](repeating: false, count: chunks)))
     }
 

@@ -2,7 +2,8 @@
 // LockedValue: a value behind a pthread mutex, with the `withLock` shape of
 // `Synchronization.Mutex`. Used where ThreadSanitizer must see the lock: on Linux, Swift's
 // `Mutex` locks with raw futex calls that TSan does not intercept, so two accesses under the
-// same `Mutex` were reported as a race (the CI's thread-sanitizer stage, RODTokenStore).
+// same `Mutex` were reported as a race (the CI's thread-sanitizer stage: MemoryBlockStore,
+// RODTokenStore).
 //
 #if canImport(Glibc)
 import Glibc
