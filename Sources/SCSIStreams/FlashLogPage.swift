@@ -68,7 +68,7 @@ struct FlashLogPage: LogPageProvider {
 extension StreamsExtension {
     /// The flash model counters of `lun` (nil: no model there).
     public func flashReport(lun: UInt16) -> FlashModelReport? {
-        self.flash[lun]?.model.withLock { $0.report }
+        self.flashUnit(lun: lun)?.model.withLock { $0.report }
     }
 
     /// Every LU's flash model counters, by LUN.

@@ -168,18 +168,18 @@ public final class StreamsExtension: SCSIDeviceExtension {
 
     /// A copy of the statistics of `lun` (nil: no streams there).
     public func statistics(lun: UInt16) -> StreamStatistics? {
-        self.units[lun]?.statistics
+        self.unit(lun: lun)?.statistics
     }
 
     /// Zeroes the statistics of `lun`.
     public func resetStatistics(lun: UInt16) {
-        guard let unit = self.units[lun] else { return }
+        guard let unit = self.unit(lun: lun) else { return }
         _ = unit.resetCounters(group: nil)
     }
 
     /// The open stream identifiers of `lun`, ascending (permanent streams included).
     public func openStreams(lun: UInt16) -> [UInt16] {
-        self.units[lun]?.openStreams() ?? []
+        self.unit(lun: lun)?.openStreams() ?? []
     }
 
     // MARK: SCSIDeviceExtension
@@ -248,7 +248,7 @@ public final class StreamsExtension: SCSIDeviceExtension {
     /// (19h/01h–1Fh) for groups 1–31.
     /// With a flash model, also the vendor-specific page 30h.
     public func logPages(for unit: LogicalUnit) -> [any LogPageProvider] {
-        var pages: [any LogPageProvider] = self.flash[unit.number].map { [FlashLogPage(unit: $0)] } ?? []
+        var pages: [any LogPageProvider] = self.flashUnit(lun: unit.number).map { [FlashLogPage(unit: $0)] } ?? []
         guard let streams = self.unit(unit) else { return pages }
         pages.append(StatisticsLogPage(unit: streams, group: nil))
         return pages + (1...31).map { StatisticsLogPage(unit: streams, group: $0) }
