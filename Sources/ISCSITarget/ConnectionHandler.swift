@@ -51,6 +51,9 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private var writer = PDUWriter()
     private var inbound: ByteBuffer?
     private var needsFlush = false
+    /// Whether the current batch (the PDUs of one socket read, or one delivery of pool
+    /// completions) has flushed its first response already; see `flushFirstOfBatch`.
+    private var batchFlushed = false
     private var timer: Scheduled<Void>?
     private var blockingWork: BlockingWorkQueue?
     /// Commands submitted to `blockingWork` and not yet completed (event loop only).
@@ -130,7 +133,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        flushIfNeeded(context: context)
+        endBatch(context: context)
     }
 
     // MARK: Backpressure
@@ -254,6 +257,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             }
             guard let pdu else { break }
             handle(pdu, context: context)
+            flushFirstOfBatch(context: context)
         }
         if let b = inbound, b.readableBytes == 0 { inbound = nil } else if inbound != nil { inbound!.discardReadBytes() }
     }
@@ -534,8 +538,9 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                     handler.poolDataInBytes -= dataIn
                 }
                 handler.complete(itt: item.initiatorTaskTag, response: item.response, context: context)
+                handler.flushFirstOfBatch(context: context)
             }
-            handler.flushIfNeeded(context: context)
+            handler.endBatch(context: context)
             if handler.readPaused { handler.updateReadGate(context: context) }
         }
         blockingWork = queue
@@ -554,6 +559,23 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         if let data { context.write(wrapOutboundOut(data), promise: nil) }
         if let trailer { context.write(wrapOutboundOut(trailer), promise: nil) }
         needsFlush = true
+    }
+
+    /// Write coalescing. The first response of a batch goes out at once, so the initiator
+    /// starts on it (and sends its next command) while the target works through the rest of
+    /// the batch; the others go out together when the batch ends (one `writev`). Holding
+    /// every response to the end of the batch made target and initiator take turns: at queue
+    /// depth 4 on one session that cost a third of the IOPS, while flushing every response
+    /// halved the IOPS at queue depth 32 (one `writev` and loopback delivery per response).
+    private func flushFirstOfBatch(context: ChannelHandlerContext) {
+        guard needsFlush, !batchFlushed else { return }
+        batchFlushed = true
+        flushIfNeeded(context: context)
+    }
+
+    private func endBatch(context: ChannelHandlerContext) {
+        batchFlushed = false
+        flushIfNeeded(context: context)
     }
 
     private func flushIfNeeded(context: ChannelHandlerContext) {
