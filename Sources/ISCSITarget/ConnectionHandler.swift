@@ -27,26 +27,36 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private enum State {
         case login(LoginStateMachine)
-        /// The session machine itself is `machine`, a stored property of its own.
-        case fullFeature(Session)
+        /// The session is `session`, a stored property of its own.
+        case fullFeature
         case closed
     }
 
-    /// What a logged-in session holds besides its state machine.
-    private struct Session {
-        var tsih: UInt16
-        var device: SCSITargetDevice?
+    /// A logged-in session: its state machine and what it is connected to. A class, so that
+    /// reaching it costs one retain: the machine is changed in place through it, where
+    /// binding a struct out of an enum payload or an optional copied (retained) every one of
+    /// the machine's tables several times per command.
+    private final class Session {
+        let tsih: UInt16
+        var machine: SessionStateMachine
+        let device: SCSITargetDevice?
         var nexus: ITNexus?
         /// The target's command counters (normal sessions).
-        var metrics: TargetMetrics?
+        let metrics: TargetMetrics?
+
+        init(tsih: UInt16, machine: SessionStateMachine, device: SCSITargetDevice?, nexus: ITNexus?, metrics: TargetMetrics?) {
+            self.tsih = tsih
+            self.machine = machine
+            self.device = device
+            self.nexus = nexus
+            self.metrics = metrics
+        }
     }
 
     private let context: TargetContext
     private var state: State
-    /// The session machine in full feature phase (nil otherwise). Kept outside `state` so that
-    /// it is changed in place: binding it out of an enum payload copied (retained) every one of
-    /// its tables several times per command.
-    private var machine: SessionStateMachine?
+    /// Set in full feature phase, nil otherwise.
+    private var session: Session?
     private var framer = PDUFramer()
     private var writer = PDUWriter()
     private var inbound: ByteBuffer?
@@ -188,15 +198,15 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             self.context.unsolicitedBudget.adjust(by: -unsolicitedAccounted)
             unsolicitedAccounted = 0
         }
-        if case .fullFeature(var session) = state {
-            machine?.connectionLost()
+        if let session {
+            session.machine.connectionLost()
             if let nexus = session.nexus { session.device?.nexusDidClose(nexus) }
             session.nexus = nil
             if let channel = channelContext?.channel { self.context.sessions.remove(tsih: session.tsih, channel: channel) }
             logger.info("session closed", metadata: ["iscsi.tsih": "\(session.tsih)"])
         }
         state = .closed
-        machine = nil
+        session = nil
     }
 
     /// Runs `body` on the session machine in place, then performs the actions it produced.
@@ -210,19 +220,15 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         spareActions.append(actions)
     }
 
-    /// Whether the session is in full feature phase, without binding a copy of `state`.
-    private var isFullFeature: Bool {
-        if case .fullFeature = state { return true }
-        return false
-    }
+    private var isFullFeature: Bool { session != nil }
 
     /// The first half of `runMachine`: the machine changes in place (the session machine is
     /// pure, so `body` cannot reach back into this handler while it has the machine).
     private func stepMachine(_ body: (inout SessionStateMachine, inout [SessionAction]) -> Void) -> [SessionAction]? {
-        guard isFullFeature, machine != nil else { return nil }
+        guard let session else { return nil }
         var actions = spareActions.popLast() ?? []
-        body(&machine!, &actions)
-        let held = machine!.heldUnsolicitedBytes
+        body(&session.machine, &actions)
+        let held = session.machine.heldUnsolicitedBytes
         if held != unsolicitedAccounted {
             // Tasks finished (or the command was never taken): give the difference back.
             self.context.unsolicitedBudget.adjust(by: held - unsolicitedAccounted)
@@ -233,10 +239,9 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// The I_T nexus ends (logout or connection loss): the device releases what it held for it.
     private func endNexus() {
-        guard case .fullFeature(var session) = state, let nexus = session.nexus else { return }
+        guard let session, let nexus = session.nexus else { return }
         session.device?.nexusDidClose(nexus)
         session.nexus = nil
-        state = .fullFeature(session)
     }
 
     // MARK: Inbound
@@ -326,7 +331,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     private func reserveUnsolicitedData(for pdu: InitiatorPDU) -> Bool {
         // Only writes carry unsolicited data.
         guard case .scsiCommand(let command) = pdu, command.isWrite,
-              isFullFeature, let bytes = machine?.unsolicitedReservation(for: command) else { return true }
+              let bytes = session?.machine.unsolicitedReservation(for: command) else { return true }
         guard bytes > 0 else { return true }
         guard self.context.unsolicitedBudget.reserve(bytes, sessionHolds: unsolicitedAccounted) else { return false }
         unsolicitedAccounted += bytes
@@ -388,20 +393,20 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             localAddress: context.channel.localAddress, initiatorName: outcome.initiatorName)
         sessionConfiguration.faultDropLastDataIn = self.context.configuration.faultDropLastDataIn
 
-        var session = Session(tsih: tsih, device: nil, nexus: nil)
+        var sessionDevice: SCSITargetDevice?
+        var nexus: ITNexus?
+        var metrics: TargetMetrics?
         let port: any CommandPort
         if outcome.sessionType == .normal, let name = outcome.targetName, let device = self.context.devices[name],
            let target = self.context.configuration.targets.first(where: { $0.name == name })
         {
             let isidHex = String(outcome.isid, radix: 16)
-            let nexus = ITNexus(
+            let itNexus = ITNexus(
                 initiatorPortName: "\(outcome.initiatorName),i,0x\(String(repeating: "0", count: max(0, 12 - isidHex.count)))\(isidHex)",
                 targetPortName: device.configuration.targetPortName, id: nexusID, relativeTargetPort: target.portalGroupTag)
-            device.nexusDidOpen(nexus)
-            session.device = device
-            session.metrics = self.context.metrics.targets[name]
-            session.nexus = nexus
-            port = DevicePort(device: device, nexus: nexus, metrics: session.metrics)
+            device.nexusDidOpen(itNexus)
+            (sessionDevice, nexus, metrics) = (device, itNexus, self.context.metrics.targets[name])
+            port = DevicePort(device: device, nexus: itNexus, metrics: metrics)
         } else {
             port = NoDevicePort()
         }
@@ -414,8 +419,8 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         writer.digests = DigestSettings(header: outcome.parameters.headerDigest, data: outcome.parameters.dataDigest)
         framer.digests = writer.digests
         framer.maxDataSegmentLength = outcome.parameters.maxRecvDataSegmentLength
-        state = .fullFeature(session)
-        self.machine = machine
+        state = .fullFeature
+        session = Session(tsih: tsih, machine: machine, device: sessionDevice, nexus: nexus, metrics: metrics)
         loginTimer?.cancel()
         loginTimer = nil
         logger[metadataKey: "iscsi.tsih"] = "\(tsih)"
@@ -467,7 +472,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
                 endNexus()
             case .close(let reason):
                 if reason != .logout { logger.info("closing connection", metadata: ["reason": "\(reason)"]) }
-                if reason == .targetColdReset, case .fullFeature(let session) = state, let device = session.device {
+                if reason == .targetColdReset, let device = session?.device {
                     // TARGET COLD RESET ends every session of the target (RFC 7143 §11.5.1).
                     for channel in self.context.sessions.channels(of: device.configuration.targetName)
                     where channel !== context.channel {
@@ -483,7 +488,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func execute(itt: UInt32, token: any Sendable, dataOut: ByteBuffer?, context: ChannelHandlerContext) {
-        guard case .fullFeature(let session) = state, let device = session.device,
+        guard let session, let device = session.device,
               let prepared = token as? PreparedCommand
         else { return }
         let metrics = session.metrics
@@ -511,12 +516,11 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         blockingInFlight += 1
         if !prepared.decoded.isMediumRead { poolNonReads.insert(itt) }
-        if isFullFeature, let dataIn = machine?.expectedDataInLength(initiatorTaskTag: itt) {
-            if dataIn > 0 {
-                poolDataIn[itt] = dataIn
-                poolDataInBytes += dataIn
-                if poolDataInBytes > Self.poolDataInHighWater { updateReadGate(context: context) }
-            }
+        let dataIn = session.machine.expectedDataInLength(initiatorTaskTag: itt)
+        if dataIn > 0 {
+            poolDataIn[itt] = dataIn
+            poolDataInBytes += dataIn
+            if poolDataInBytes > Self.poolDataInHighWater { updateReadGate(context: context) }
         }
         workQueue(context: context).submit(BlockingWorkQueue.Item(initiatorTaskTag: itt) {
             let response = device.execute(prepared, dataOut: dataOut)
@@ -594,7 +598,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
     // MARK: Timer
 
     private func armTimer(context: ChannelHandlerContext) {
-        guard isFullFeature, let deadline = machine?.nextDeadline else {
+        guard let deadline = session?.machine.nextDeadline else {
             timer?.cancel()
             timer = nil
             timerDeadline = nil
