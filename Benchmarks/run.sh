@@ -21,7 +21,7 @@
 #
 # Options and environment:
 #   --short           64 MiB LUNs, 1 round of 1 s per figure (CI: checks the script still runs)
-#   --rounds N        rounds per figure (default 3)      --seconds S   seconds per run (default 5)
+#   --rounds N        rounds per figure (default 5)      --seconds S   seconds per run (default 3)
 #   --size SIZE       LUN size for truncate(1) (default 1G)
 #   TARGET_BIN        use this iscsi-target binary instead of building one
 #   SCRATCH_PATH      swift build scratch path for the release build
@@ -32,7 +32,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 
-SHORT=0 ROUNDS=3 SECS=5 SIZE=1G
+SHORT=0 ROUNDS=5 SECS=3 SIZE=1G
 while (( $# )); do
     case $1 in
         --short) SHORT=1; ROUNDS=1; SECS=1; SIZE=64M ;;
