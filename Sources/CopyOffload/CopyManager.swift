@@ -22,20 +22,20 @@ public final class CopyManager: Sendable {
     public let limits: CopyLimits
     /// Token limits; the operator may change them while the target runs (`setTokenLimits`).
     public var tokenLimits: RODTokenLimits { self.tokenLimitsState.withLock { $0 } }
-    private let tokenLimitsState: Mutex<RODTokenLimits>
+    private let tokenLimitsState: LockedValue<RODTokenLimits>
     /// The process-wide ROD tokens (the registry's).
     public var tokens: RODTokenStore { self.registry.tokens }
     /// Runs IMMED operations after their command has completed.
     let background: @Sendable (@escaping @Sendable () -> Void) -> Void
     let mover: CopyMover
     let clock: @Sendable () -> NIODeadline
-    let table: Mutex<CopyOperationTable>
+    let table: LockedValue<CopyOperationTable>
     /// Every copy running now, tracked list ID or not, so task management can stop it.
-    let running = Mutex<[UInt64: RunningCopy]>([:])
+    let running = LockedValue<[UInt64: RunningCopy]>([:])
     let nextCopyNumber = Atomic<UInt64>(0)
 
     /// Who hears of every copy's end (the server logs one line per copy).
-    private let observers = Mutex<[@Sendable (CopyReport) -> Void]>([])
+    private let observers = LockedValue<[@Sendable (CopyReport) -> Void]>([])
 
     /// Calls `observer` after every EXTENDED COPY, POPULATE TOKEN and WRITE USING TOKEN ends.
     public func observe(_ observer: @escaping @Sendable (CopyReport) -> Void) {
@@ -71,11 +71,11 @@ public final class CopyManager: Sendable {
                 }) {
         self.registry = registry
         self.limits = limits
-        self.tokenLimitsState = Mutex(tokenLimits)
+        self.tokenLimitsState = LockedValue(tokenLimits)
         self.background = background
         self.mover = mover ?? CopyMover(chunkSize: limits.chunkSize)
         self.clock = clock
-        self.table = Mutex(CopyOperationTable(heldResultsLifetime: .seconds(limits.heldResultsLifetime),
+        self.table = LockedValue(CopyOperationTable(heldResultsLifetime: .seconds(limits.heldResultsLifetime),
                                               maximumRunning: Int(limits.totalConcurrentCopies)))
     }
 

@@ -14,7 +14,6 @@
 //
 import BlockStores
 import SCSI
-import Synchronization
 
 public enum MoveError: Error, Sendable, Equatable {
     case readFailed(BlockStoreError, moved: UInt64)
@@ -36,7 +35,7 @@ public final class CopyMover: Sendable {
     public let chunkSize: Int
     /// copy_file_range requests are this large (still bounded, so aborts stay prompt).
     public let kernelChunkSize: UInt64
-    private let pool = Mutex<[ChunkBuffer]>([])
+    private let pool = LockedValue<[ChunkBuffer]>([])
     private let pooledBuffers: Int
 
     public init(chunkSize: Int = 1 << 20, kernelChunkSize: UInt64 = 64 << 20, pooledBuffers: Int = 4) {

@@ -7,7 +7,6 @@
 // logical units when its device is built and removes them when it goes away.
 //
 import SCSI
-import Synchronization
 
 /// Which logical unit: the iSCSI target name and the LUN.
 public struct CopyUnitID: Sendable, Hashable, CustomStringConvertible {
@@ -49,8 +48,8 @@ public final class CopyUnit: Sendable {
     /// masking): copies never read or write an LU their initiator could not address itself.
     private let access: @Sendable (ITNexus) -> Bool
     /// Whether writes may stay in a volatile cache (WCE); false: copies write durably.
-    private let writeCacheProbe: Mutex<(read: @Sendable () -> Bool, fromDevice: Bool)>
-    private let statisticsState = Mutex(CopyStatistics())
+    private let writeCacheProbe: LockedValue<(read: @Sendable () -> Bool, fromDevice: Bool)>
+    private let statisticsState = LockedValue(CopyStatistics())
     /// Told of every byte range a copy wrote (false) or deallocated (true), so the device's
     /// extensions (the flash model) see medium changes made without a WRITE command.
     private let mediumChanged: (@Sendable (_ deallocated: Bool, _ offset: UInt64, _ length: UInt64) -> Void)?
@@ -69,7 +68,7 @@ public final class CopyUnit: Sendable {
         self.isReadOnly = isReadOnly
         self.isThinProvisioned = isThinProvisioned
         self.access = access
-        self.writeCacheProbe = Mutex((writeCacheEnabled, false))
+        self.writeCacheProbe = LockedValue((writeCacheEnabled, false))
     }
 
     /// The current WCE of the logical unit (copies to it are made durable when it is off).
@@ -105,7 +104,7 @@ public final class CopyUnit: Sendable {
 
 /// The process-wide set of logical units copies may address.
 public final class CopyUnitRegistry: Sendable {
-    private let units = Mutex<[CopyUnitID: CopyUnit]>([:])
+    private let units = LockedValue<[CopyUnitID: CopyUnit]>([:])
     /// Every ROD token of the process.
     public let tokens: RODTokenStore
 

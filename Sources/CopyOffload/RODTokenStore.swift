@@ -104,7 +104,7 @@ final class TokenSnapshot: @unchecked Sendable {
 /// against reading.
 public final class UnitWatch: Sendable {
     let watchers = Atomic<Int>(0)
-    let lock = Mutex<Void>(())
+    let lock = LockedValue<Void>(())
 }
 
 /// What the operator sees of one token.

@@ -24,7 +24,6 @@
 import Foundation
 import NIOCore
 import SCSI
-import Synchronization
 
 /// Token limits of one copy manager (the target definition's `[target.tokens]`; VPD 0x8F).
 public struct RODTokenLimits: Sendable, Equatable {

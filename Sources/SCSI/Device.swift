@@ -14,7 +14,6 @@
 // where sense bytes are encoded.
 //
 import NIOCore
-import Synchronization
 
 public final class SCSITargetDevice: SCSIDevice {
     /// The target as it was built; `logicalUnits` is the inventory now (units come and go).
@@ -26,7 +25,7 @@ public final class SCSITargetDevice: SCSIDevice {
     public let extensions: [any SCSIDeviceExtension]
     /// Open I_T nexuses with a reference count (a nexus may briefly have two sessions
     /// during session reinstatement).
-    private let nexuses = Mutex<[NexusKey: Int]>([:])
+    private let nexuses = LockedValue<[NexusKey: Int]>([:])
 
     /// - Parameters:
     ///   - configuration: the target and its logical units.

@@ -3,7 +3,8 @@
 // `Synchronization.Mutex`. Used where ThreadSanitizer must see the lock: on Linux, Swift's
 // `Mutex` locks with raw futex calls that TSan does not intercept, so two accesses under the
 // same `Mutex` were reported as a race (the CI's thread-sanitizer stage: MemoryBlockStore,
-// RODTokenStore).
+// RODTokenStore). So every lock of the product is a `LockedValue` (or a NIO lock, also a
+// pthread mutex); `Synchronization` is used for its atomics only.
 //
 #if canImport(Glibc)
 import Glibc

@@ -4,7 +4,7 @@
 // Data commands never take the state lock on their hot path: the two mode values they
 // need (WCE, D_SENSE) and "is anything pending for anyone" flags are mirrored in atomics.
 // Control state (mode pages, unit attention queues, reservations) lives in one per-LU
-// Mutex; nothing here is global to the target.
+// lock (`LockedValue`); nothing here is global to the target.
 //
 #if canImport(Glibc)
 import Glibc
@@ -88,7 +88,7 @@ public final class LogicalUnit: Sendable {
     public let blockSize: Int
     /// Blocks actually usable: min(configured, store size / block size).
     public let blockCount: UInt64
-    let state: Mutex<LogicalUnitState>
+    let state: LockedValue<LogicalUnitState>
     /// Ordinary writes hold it shared; COMPARE AND WRITE holds it exclusively.
     public let writeOrdering = SharedExclusiveLock()
 
@@ -117,7 +117,7 @@ public final class LogicalUnit: Sendable {
             initial.persistentReservations = saved
         }
         self.reservedFlag = Atomic(initial.reservationHolder != nil || initial.persistentReservations.reservation != nil)
-        self.state = Mutex(initial)
+        self.state = LockedValue(initial)
         self.writeCacheEnabledFlag = Atomic(mode.writeCacheEnabled)
         self.descriptorSenseFlag = Atomic(mode.descriptorSense)
     }

@@ -108,7 +108,7 @@ public final class Sanitizer: Sendable {
         let epoch = self.detachEpoch.load(ordering: .acquiring)
         let finished = self.finishedCount.load(ordering: .acquiring)
         let started = Sanitizer.now()
-        let outcome = Mutex<Bool?>(nil)
+        let outcome = LockedValue<Bool?>(nil)
         startDetachedThread {
             var succeeded = true
             do {

@@ -24,12 +24,12 @@ public final class SnapshotCell<Value: Sendable>: Sendable {
 
     private let current: Atomic<Unmanaged<Snapshot>>
     /// Every snapshot ever published (the current one last), retained for the cell's lifetime.
-    private let published: Mutex<[Snapshot]>
+    private let published: LockedValue<[Snapshot]>
 
     public init(_ value: Value) {
         let first = Snapshot(value)
         self.current = Atomic(Unmanaged.passUnretained(first))
-        self.published = Mutex([first])
+        self.published = LockedValue([first])
     }
 
     /// Runs `body` on the current value without copying it or touching a reference count.

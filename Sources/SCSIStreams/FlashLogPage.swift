@@ -5,13 +5,12 @@
 // log page 30h shows the counters (Docs/write-amplification.md).
 //
 import SCSI
-import Synchronization
 
 /// One LU's flash model under a lock.
 final class FlashUnit: Sendable {
-    let model: Mutex<FlashModel>
+    let model: LockedValue<FlashModel>
 
-    init(_ model: FlashModel) { self.model = Mutex(model) }
+    init(_ model: FlashModel) { self.model = LockedValue(model) }
 
     func write(lba: UInt64, blocks: UInt64, stream: Int) {
         self.model.withLock { $0.write(lba: lba, blocks: blocks, stream: stream) }

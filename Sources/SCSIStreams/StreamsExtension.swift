@@ -37,7 +37,7 @@ struct StreamUnitState: Sendable {
 final class StreamUnit: Sendable {
     let lun: UInt16
     let settings: StreamSettings
-    let state: Mutex<StreamUnitState>
+    let state: LockedValue<StreamUnitState>
     /// What arrived per GROUP NUMBER and per stream: atomics, so the READs and WRITEs of every
     /// session count without taking a lock (`Docs/benchmarks.md`).
     let counters = StreamCounters()
@@ -49,7 +49,7 @@ final class StreamUnit: Sendable {
         self.lun = lun
         self.settings = settings
         let grouping = StreamUnit.defaultGrouping(settings)
-        self.state = Mutex(StreamUnitState(grouping: grouping))
+        self.state = LockedValue(StreamUnitState(grouping: grouping))
         self.streamEnabledGroups = Atomic(StreamUnit.streamEnabledMask(grouping))
     }
 

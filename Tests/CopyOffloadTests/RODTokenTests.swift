@@ -3,21 +3,20 @@ import BlockStores
 import Foundation
 import NIOCore
 import SCSI
-import Synchronization
 import Testing
 
 // MARK: Helpers
 
 /// A hand-driven clock.
 final class ManualClock: Sendable {
-    private let value = Mutex(NIODeadline.uptimeNanoseconds(1_000_000_000))
+    private let value = LockedValue(NIODeadline.uptimeNanoseconds(1_000_000_000))
     var now: NIODeadline { value.withLock { $0 } }
     func advance(_ amount: TimeAmount) { value.withLock { $0 = $0 + amount } }
 }
 
 /// Background work that runs only when the test says so.
 final class HeldWork: Sendable {
-    private let queue = Mutex<[@Sendable () -> Void]>([])
+    private let queue = LockedValue<[@Sendable () -> Void]>([])
     func submit(_ work: @escaping @Sendable () -> Void) { queue.withLock { $0.append(work) } }
     var pending: Int { queue.withLock { $0.count } }
     func runAll() {
@@ -557,7 +556,7 @@ struct TokenCopyTests {
     @Test("Every transition is observed with its cause")
     func transitions() throws {
         let bench = TokenBench()
-        let seen = Mutex<[String]>([])
+        let seen = LockedValue<[String]>([])
         bench.manager().tokens.observe { t in seen.withLock { $0.append("\(t.from)>\(t.to)") } }
         let token = try bench.populate([(0, 1)], type: 0x0080_0001)
         try bench.writeUsing(token, [(0, 1)])
