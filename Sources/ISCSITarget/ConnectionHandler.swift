@@ -166,7 +166,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         // stack: it goes on by itself), then the deferred read is issued.
         if !processingInbound {
             processInbound(context: context)
-            flushIfNeeded(context: context)
+            endBatch(context: context)
         }
         if readDeferred, !readPaused {
             readDeferred = false
