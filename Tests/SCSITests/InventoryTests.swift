@@ -105,6 +105,7 @@ struct InventoryTests {
     @Test("a detached file store flushes, then fails every call with EBADF instead of touching another file")
     func detach() throws {
         let directory = makeTemporaryDirectory()
+        defer { removeTemporaryDirectory(directory) }
         let path = directory + "/lu.img"
         let store = try FileBlockStore.open(path: path, byteCount: 1 << 20, createIfMissing: true, writeThrough: false)
         let bytes: [UInt8] = [9, 8, 7, 6]

@@ -401,6 +401,7 @@ import Glibc
 
     @Test func registrationsAndReservationSurviveARestart() throws {
         let directory = makeTemporaryDirectory()
+        defer { removeTemporaryDirectory(directory) }
         let path = directory + "/lun0.reservations"
         let store = MemoryBlockStore(byteCount: 64 * 512)
         let first = device(path: path, store: store)

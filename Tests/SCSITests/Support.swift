@@ -1,4 +1,5 @@
 import BlockStores
+import Foundation
 import NIOCore
 @testable import SCSI
 
@@ -99,4 +100,13 @@ func makeTemporaryDirectory() -> String {
     let result = template.withUnsafeMutableBufferPointer { mkdtemp($0.baseAddress!) }
     precondition(result != nil)
     return String(cString: result!)
+}
+
+/// Removes a directory from `makeTemporaryDirectory` with the files a test left in it
+/// (tests here create plain files only, no subdirectories).
+func removeTemporaryDirectory(_ directory: String) {
+    if let entries = try? FileManager.default.contentsOfDirectory(atPath: directory) {
+        for entry in entries { unlink(directory + "/" + entry) }
+    }
+    rmdir(directory)
 }
