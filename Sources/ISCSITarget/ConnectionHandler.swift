@@ -27,8 +27,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private enum State {
         case login(LoginStateMachine)
-        /// The session is `session`, a stored property of its own.
-        case fullFeature
+        case fullFeature(Session)
         case closed
     }
 
@@ -55,8 +54,11 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     private let context: TargetContext
     private var state: State
-    /// Set in full feature phase, nil otherwise.
-    private var session: Session?
+    /// The session in full feature phase, nil otherwise (one retain: `Session` is a class).
+    private var session: Session? {
+        if case .fullFeature(let session) = state { return session }
+        return nil
+    }
     private var framer = PDUFramer()
     private var writer = PDUWriter()
     private var inbound: ByteBuffer?
@@ -206,7 +208,6 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
             logger.info("session closed", metadata: ["iscsi.tsih": "\(session.tsih)"])
         }
         state = .closed
-        session = nil
     }
 
     /// Runs `body` on the session machine in place, then performs the actions it produced.
@@ -419,8 +420,7 @@ final class ConnectionHandler: ChannelDuplexHandler, RemovableChannelHandler {
         writer.digests = DigestSettings(header: outcome.parameters.headerDigest, data: outcome.parameters.dataDigest)
         framer.digests = writer.digests
         framer.maxDataSegmentLength = outcome.parameters.maxRecvDataSegmentLength
-        state = .fullFeature
-        session = Session(tsih: tsih, machine: machine, device: sessionDevice, nexus: nexus, metrics: metrics)
+        state = .fullFeature(Session(tsih: tsih, machine: machine, device: sessionDevice, nexus: nexus, metrics: metrics))
         loginTimer?.cancel()
         loginTimer = nil
         logger[metadataKey: "iscsi.tsih"] = "\(tsih)"
