@@ -70,11 +70,11 @@ final class CommandMetrics: Sendable {
 
     /// Fresh counters for a LUN added at run time.
     func add(target: String, lun: UInt16) {
-        self.targets[target]?.cell.update { $0[lun] = LogicalUnitMetrics() }
+        self.targets[target]?.add(lun)
     }
 
     func remove(target: String, lun: UInt16) {
-        self.targets[target]?.cell.update { $0[lun] = nil }
+        self.targets[target]?.remove(lun)
     }
 }
 
@@ -82,7 +82,7 @@ final class CommandMetrics: Sendable {
 /// only the LUN; commands read the map without a lock, and LUNs added or removed at run time
 /// replace it (`SnapshotCell`).
 final class TargetMetrics: Sendable {
-    let cell: SnapshotCell<[UInt16: LogicalUnitMetrics]>
+    private let cell: SnapshotCell<[UInt16: LogicalUnitMetrics]>
 
     init(luns: [UInt16]) {
         self.cell = SnapshotCell(Dictionary(uniqueKeysWithValues: luns.map { ($0, LogicalUnitMetrics()) }))
@@ -91,6 +91,10 @@ final class TargetMetrics: Sendable {
     func unit(_ lun: UInt16) -> LogicalUnitMetrics? {
         self.cell.withValue { $0[lun] }
     }
+
+    func add(_ lun: UInt16) { self.cell.update { $0[lun] = LogicalUnitMetrics() } }
+
+    func remove(_ lun: UInt16) { self.cell.update { $0[lun] = nil } }
 
     /// Records one command (nothing for LUNs the target does not have).
     @inline(__always)
